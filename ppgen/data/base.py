@@ -1,0 +1,110 @@
+"""The Dataset container and the input checks shared by every loader."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Dataset:
+    """Flat data vectors ``[N, x_dim]`` with fixed train/val/test splits.
+
+    ``likelihood`` names the default p(x|z) in :data:`ppgen.likelihoods.LIKELIHOODS` that
+    suits these values, with ``likelihood_kwargs``; ``image_shape`` (C, H, W) says how to
+    show or convolve a vector; ``labels`` holds optional per-split labels or factors.
+    """
+
+    name: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    likelihood: str = "normal"
+    likelihood_kwargs: dict = field(default_factory=dict)
+    image_shape: tuple | None = None
+    labels: dict | None = None
+
+    @property
+    def x_dim(self) -> int:
+        return int(self.train.shape[-1])
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train={tuple(self.train.shape)}, val={tuple(self.val.shape)}, "
+                f"test={tuple(self.test.shape)}, likelihood={self.likelihood!r}, image_shape={self.image_shape})")
+
+
+def check_tensor(x, what: str = "data", rank: int | None = 2) -> torch.Tensor:
+    """Return ``x`` as a float tensor after checking rank, emptiness, dtype and finiteness."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+            raise TypeError(f"{what} must be numeric, got dtype {x.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if x.is_complex():
+        raise TypeError(f"{what} must be real-valued, got dtype {x.dtype}")
+    if rank is not None and x.dim() != rank:
+        raise ValueError(f"{what} must have {rank} dimensions [N, features], got shape {tuple(x.shape)}")
+    if x.numel() == 0 or x.shape[0] == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(x.shape)})")
+    x = x.float() if not x.is_floating_point() else x
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} contains {(~torch.isfinite(x)).sum().item()} non-finite values (NaN or inf)")
+    return x
+
+
+def guess_likelihood(x: torch.Tensor) -> tuple[str, dict]:
+    """The default p(x|z) for values: binary -> Bernoulli, small integers -> categorical,
+    [0, 1] -> continuous Bernoulli, anything else -> Normal."""
+    is_int = bool((x == x.round()).all())
+    lo, hi = x.min().item(), x.max().item()
+    if is_int and lo >= 0 and hi <= 1:
+        return "bernoulli", {}
+    if is_int and lo >= 0 and hi <= 255:
+        return "categorical", {"levels": int(hi) + 1}
+    if lo >= 0 and hi <= 1:
+        return "continuous_bernoulli", {}
+    return "normal", {}
+
+
+def as_dataset(train, val=None, test=None, *, name: str = "array", likelihood: str | None = None,
+               image_shape: tuple | None = None, val_fraction: float = 0.1,
+               test_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """Wrap user arrays. Images ``[N, H, W]`` or ``[N, C, H, W]`` are flattened (their shape is
+    kept in ``image_shape``). Missing val/test splits are cut from ``train`` by a seeded
+    permutation."""
+    train = _flatten(train, "train data")
+    if image_shape is None and train[1] is not None:
+        image_shape = train[1]
+    train = train[0]
+    if val is None or test is None:
+        n = train.shape[0]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        n_test = 0 if test is not None else max(1, int(round(n * test_fraction)))
+        n_val = 0 if val is not None else max(1, int(round(n * val_fraction)))
+        if n - n_test - n_val < 1:
+            raise ValueError(f"train data with {n} rows is too small to cut validation and test splits from")
+        if test is None:
+            test = train[perm[:n_test]]
+        if val is None:
+            val = train[perm[n_test:n_test + n_val]]
+        train = train[perm[n_test + n_val:]]
+    val = _flatten(val, "validation data")[0]
+    test = _flatten(test, "test data")[0]
+    for split, t in (("validation", val), ("test", test)):
+        if t.shape[1] != train.shape[1]:
+            raise ValueError(f"{split} data have {t.shape[1]} features but train data have {train.shape[1]}")
+    kind, kwargs = (likelihood, {}) if likelihood else guess_likelihood(torch.cat([train, val, test]))
+    return Dataset(name, train, val, test, kind, kwargs, image_shape)
+
+
+def _flatten(x, what):
+    x = check_tensor(x, what, rank=None)
+    if x.dim() == 2:
+        return x, None
+    if x.dim() == 3:
+        return x.reshape(x.shape[0], -1), (1, *x.shape[1:])
+    if x.dim() == 4:
+        return x.reshape(x.shape[0], -1), tuple(x.shape[1:])
+    raise ValueError(f"{what} must be [N, features], [N, H, W] or [N, C, H, W]; got shape {tuple(x.shape)}")

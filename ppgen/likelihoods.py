@@ -1,0 +1,170 @@
+"""Observation models p(x|z): turn a decoder's raw output into a proper distribution.
+
+Each likelihood knows how many raw outputs it needs per data dimension, checks that data
+lie in its support (with an error that names the problem), and returns a distribution
+whose ``log_prob`` is in nats over a flat data vector (event dim 1). Because these are
+normalised distributions, log p(x) is comparable across models on the same data.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import pyro.distributions as dist
+from torch import nn
+
+
+class Likelihood(nn.Module):
+    """Base class: ``forward(raw)`` -> distribution over x with event shape ``[x_dim]``."""
+
+    name = "likelihood"
+    params_per_dim = 1
+    input_scale = 1.0  # what encoders divide x by to see it on a unit scale
+
+    def __init__(self, x_dim: int):
+        super().__init__()
+        self.x_dim = int(x_dim)
+
+    @property
+    def out_features(self) -> int:
+        return self.x_dim * self.params_per_dim
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` if ``x`` is not in this likelihood's support."""
+
+    def mean(self, raw: torch.Tensor) -> torch.Tensor:
+        return self(raw).mean
+
+
+class Categorical(Likelihood):
+    """p(x_d|z) = Categorical(levels) per dimension: for integer data 0..levels-1 such as the
+    digits counts (17 levels). The most flexible discrete choice; costs ``levels`` outputs
+    per dimension."""
+
+    name = "categorical"
+
+    def __init__(self, x_dim: int, levels: int = 17):
+        super().__init__(x_dim)
+        self.levels = int(levels)
+        self.params_per_dim = self.levels
+        self.input_scale = float(self.levels - 1)
+
+    def forward(self, raw):
+        logits = raw.reshape(*raw.shape[:-1], self.x_dim, self.levels)
+        return dist.Categorical(logits=logits).to_event(1)
+
+    def check(self, x):
+        _check_integers(x, 0, self.levels - 1, f"a {self.levels}-level categorical likelihood")
+
+    def mean(self, raw):
+        logits = raw.reshape(*raw.shape[:-1], self.x_dim, self.levels)
+        levels = torch.arange(self.levels, dtype=raw.dtype, device=raw.device)
+        return (logits.softmax(-1) * levels).sum(-1)
+
+
+class Binomial(Likelihood):
+    """p(x_d|z) = Binomial(total_count, p_d): integer counts 0..total_count with a unimodal
+    shape; one output per dimension."""
+
+    name = "binomial"
+
+    def __init__(self, x_dim: int, total_count: int = 16):
+        super().__init__(x_dim)
+        self.total_count = int(total_count)
+        self.input_scale = float(total_count)
+
+    def forward(self, raw):
+        return dist.Binomial(total_count=self.total_count, logits=raw).to_event(1)
+
+    def check(self, x):
+        _check_integers(x, 0, self.total_count, f"a Binomial({self.total_count}) likelihood")
+
+
+class Bernoulli(Likelihood):
+    """p(x_d|z) = Bernoulli(p_d): binary data (0/1)."""
+
+    name = "bernoulli"
+
+    def forward(self, raw):
+        return dist.Bernoulli(logits=raw).to_event(1)
+
+    def check(self, x):
+        _check_integers(x, 0, 1, "a Bernoulli likelihood")
+
+
+class ContinuousBernoulli(Likelihood):
+    """p(x_d|z) = ContinuousBernoulli(lambda_d): a proper density on [0, 1] for grey-level
+    data (Loaiza-Ganem & Cunningham, 2019)."""
+
+    name = "continuous_bernoulli"
+
+    def forward(self, raw):
+        # clamp keeps the normaliser away from its numerically delicate point at 0.5
+        return dist.ContinuousBernoulli(logits=raw.clamp(-30, 30)).to_event(1)
+
+    def check(self, x):
+        _check_finite(x)
+        if (x < 0).any() or (x > 1).any():
+            raise ValueError(
+                f"data outside [0, 1] (min {x.min().item():g}, max {x.max().item():g}) "
+                "cannot be scored by a continuous Bernoulli likelihood"
+            )
+
+
+class Normal(Likelihood):
+    """p(x|z) = Normal(mu(z), sigma^2): real-valued data. ``scale="isotropic"`` learns one
+    sigma shared by all dimensions (with a linear decoder this is probabilistic PCA);
+    ``"diagonal"`` learns one per dimension (factor analysis); ``"amortized"`` lets the
+    decoder output a log-sigma per dimension and datapoint."""
+
+    name = "normal"
+
+    def __init__(self, x_dim: int, scale: str = "diagonal", init_scale: float = 1.0):
+        super().__init__(x_dim)
+        if scale not in ("isotropic", "diagonal", "amortized"):
+            raise ValueError(f"unknown scale {scale!r}; choose isotropic, diagonal or amortized")
+        self.scale_kind = scale
+        if scale == "amortized":
+            self.params_per_dim = 2
+        else:
+            n = 1 if scale == "isotropic" else self.x_dim
+            self.log_scale = nn.Parameter(torch.full((n,), math.log(init_scale)))
+
+    def forward(self, raw):
+        if self.scale_kind == "amortized":
+            loc, log_scale = raw.reshape(*raw.shape[:-1], self.x_dim, 2).unbind(-1)
+        else:
+            loc, log_scale = raw, self.log_scale.expand(self.x_dim)
+        return dist.Normal(loc, log_scale.clamp(-10, 10).exp()).to_event(1)
+
+    def check(self, x):
+        _check_finite(x)
+
+    def mean(self, raw):
+        return self(raw).mean
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(f"data contain {bad} non-finite values (NaN or inf)")
+
+
+def _check_integers(x: torch.Tensor, low: int, high: int, what: str) -> None:
+    _check_finite(x)
+    outside = (x < low) | (x > high) | (x != x.round())
+    if outside.any():
+        example = x[outside].flatten()[0].item()
+        raise ValueError(
+            f"{int(outside.sum())} data values are outside the support {{{low}, ..., {high}}} "
+            f"of {what} (for example {example:g})"
+        )
+
+
+LIKELIHOODS = {
+    "categorical": Categorical,
+    "binomial": Binomial,
+    "bernoulli": Bernoulli,
+    "continuous_bernoulli": ContinuousBernoulli,
+    "normal": Normal,
+}

@@ -1,0 +1,47 @@
+"""Network building blocks shared by models and guides.
+
+The convolutional blocks (``ConvEncoder``, ``DeconvDecoder``) live in :mod:`ppgen.conv`
+and are re-exported here so that every network is importable from one place.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """A fully connected network ``in_dim -> hidden... -> out_dim`` with a nonlinearity
+    between layers and none after the last one (the caller decides what the outputs mean)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.ReLU):
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), activation()]
+        layers.append(nn.Linear(dims[-1], out_dim))
+        super().__init__(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+
+class Scale(nn.Module):
+    """Divides its input by a constant, so that encoders see data on a unit scale
+    (digits counts 0..16 -> 0..1) while the likelihood still scores the raw values."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.scale if self.scale != 1.0 else x
+
+
+def _hidden(hidden: int | Sequence[int]) -> list[int]:
+    return [hidden] if isinstance(hidden, int) else list(hidden)
+
+
+try:  # the conv blocks are optional at import time while the package is being built up
+    from .conv import ConvEncoder, DeconvDecoder  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
