@@ -1,0 +1,17 @@
+"""Pyro guides q(z | x). Each is an ``nn.Module`` with the model's call signature that
+samples the model's latent sites; ``GUIDES[name].for_model(model)`` builds one sized for a
+model. :func:`check_sites` verifies that a guide's sites match a model's."""
+from .amortized import DiagonalNormalGuide, LowRankNormalGuide
+from .flows import IAFGuide
+from .sites import SiteMismatchError, check_sites, latent_sites
+from .spike_slab import SpikeAndSlabGuide
+
+GUIDES = {
+    "diag_normal": DiagonalNormalGuide,
+    "lowrank_normal": LowRankNormalGuide,
+    "iaf": IAFGuide,
+    "spike_and_slab": SpikeAndSlabGuide,
+}
+
+__all__ = ["GUIDES", "DiagonalNormalGuide", "LowRankNormalGuide", "IAFGuide", "SpikeAndSlabGuide",
+           "SiteMismatchError", "check_sites", "latent_sites"]

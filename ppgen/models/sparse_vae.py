@@ -1,0 +1,39 @@
+"""A VAE whose prior encourages sparse codes."""
+from __future__ import annotations
+
+import torch
+
+from .. import priors
+from .vae import VAE
+
+
+class SparseVAE(VAE):
+    """Generative model (the VAE's, with a sparsity-inducing prior)::
+
+        z_n ~ p(z)          site "z": spike-and-slab by default, or Laplace
+        x_n ~ p(x | z_n)    site "x", observed
+
+    Two ways to sparse codes, with different trade-offs:
+
+    * ``priors.SpikeAndSlab(z_dim, alpha)`` -- Variational Sparse Coding (Tonolini et al.,
+      2020): p(z_d) = alpha N(0, 1) + (1 - alpha) delta_0. Codes are *exactly* zero, and the
+      matching :class:`ppgen.guides.SpikeAndSlabGuide` learns per-datapoint on-probabilities,
+      so different inputs use different dimensions (interpretable, input-dependent support).
+      Cost: the spike indicator is discrete; its gradient goes through a straight-through
+      relaxation (biased), so training is noisier and a little slower to converge, and the
+      KL to the point mass is infinite for guides that can reach exact zeros only there.
+    * ``priors.Laplace(z_dim)`` -- a continuous density with a sharp peak at 0: any
+      Normal-family guide pairs with it and gradients are unbiased, but posterior means are
+      only *shrunk* towards zero, never exactly zero, so "sparsity" needs a threshold.
+
+    ``sparsity(codes)`` reports the share of code entries that are (near) zero.
+    """
+
+    @staticmethod
+    def default_prior(z_dim: int) -> priors.Prior:
+        return priors.SpikeAndSlab(z_dim)
+
+    @staticmethod
+    def sparsity(codes: torch.Tensor, threshold: float = 1e-2) -> float:
+        """Fraction of code entries with |z| <= threshold (exact zeros for spike-and-slab)."""
+        return float((codes.abs() <= threshold).float().mean())
