@@ -20,7 +20,10 @@ def latent_sites(fn, *args, **kwargs) -> list[str]:
 def check_sites(model, guide, *args, **kwargs) -> list[str]:
     """Trace ``model`` and ``guide`` on ``args`` (a small batch is enough) and raise
     :class:`SiteMismatchError` listing both site sets if they differ. Guides that need a
-    particular prior say so through an optional ``check_model(model)`` method."""
+    particular prior say so through an optional ``check_model(model)`` method, and models
+    that allow only some priors through ``check_prior()``."""
+    if hasattr(model, "check_prior"):
+        model.check_prior()
     if hasattr(guide, "check_model"):
         guide.check_model(model)
     guide_sites = latent_sites(guide, *args, **kwargs)

@@ -29,6 +29,13 @@ class SparseVAE(VAE):
     ``sparsity(codes)`` reports the share of code entries that are (near) zero.
     """
 
+    sparse_priors = (priors.SpikeAndSlab, priors.Laplace)
+
+    def check_prior(self) -> None:
+        if not isinstance(self.prior, self.sparse_priors):
+            names = ", ".join(p.name for p in self.sparse_priors)
+            raise ValueError(f"SparseVAE needs a sparsity-inducing prior ({names}); got {self.prior.name!r}")
+
     @staticmethod
     def default_prior(z_dim: int) -> priors.Prior:
         return priors.SpikeAndSlab(z_dim)

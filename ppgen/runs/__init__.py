@@ -1,0 +1,138 @@
+"""Runs: a directory holding ``config.json``, ``checkpoint.pt``, ``metrics.json`` and figures.
+
+``train_run`` is what ``ppgen train`` does; ``load_run`` rebuilds the model and guide from a
+run directory (weights loaded safely) for ``ppgen eval``, ``sample`` and reports. Each model
+family has a small runner module (build, metrics, figures) registered in ``RUNNERS``.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..checkpoint import load_checkpoint
+from ..device import resolve_device
+from ..infer import FitConfig, fit
+
+#: model name -> runner module (imported on first use)
+RUNNERS = {
+    "vae": "ppgen.runs.vae",
+    "sparse_vae": "ppgen.runs.vae",
+}
+
+FIT_KEYS = tuple(FitConfig.__dataclass_fields__)
+
+
+def runner(model_name: str):
+    if model_name not in RUNNERS:
+        raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(RUNNERS)}")
+    return importlib.import_module(RUNNERS[model_name])
+
+
+def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", progress: bool = True,
+              iwae_k: int = 1000) -> dict:
+    """Train the model named in ``config`` on ``config["data"]``; write the run directory."""
+    out = Path(out)
+    run = runner(config["model"])
+    dataset = run.load_dataset(config["data"])
+    model, guide = run.build(config, dataset)
+    config = {**config, "prior": getattr(model.prior, "name", config.get("prior")),
+              "guide": config.get("guide") or _guide_name(guide)}
+    if resume:
+        saved = read_json(out / "config.json")
+        diff = {k: (saved.get(k), v) for k, v in config.items() if k != "epochs" and saved.get(k) != v}
+        if diff:
+            raise ValueError("cannot resume: the run was made with other settings: "
+                             + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()))
+    elif (out / "checkpoint.pt").exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config)
+    fit_cfg = {k: config[k] for k in FIT_KEYS if k in config}
+    hist = fit(model, guide, dataset.train, dataset.val, checkpoint=out / "checkpoint.pt", resume=resume,
+               device=device, progress=progress, **fit_cfg)
+    metrics = {
+        **run.metrics(model, guide, _to(dataset, hist.device), k=iwae_k),
+        "epochs": hist.epoch[-1] if hist.epoch else 0,
+        "best_epoch": hist.best_epoch,
+        "stopped_early": hist.stopped_early,
+        "train_seconds": round(hist.train_seconds, 3),
+        "device": hist.device,
+        **{k: config.get(k) for k in ("model", "prior", "guide", "elbo", "data")},
+    }
+    write_json(out / "metrics.json", metrics)
+    run.save_figures(model, guide, _to(dataset, hist.device), out)
+    return metrics
+
+
+def load_run(run_dir, device: str = "auto"):
+    """(model, guide, dataset, config) of a finished or interrupted run, weights from its
+    checkpoint (the best-validation weights when early stopping kept them)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    config = read_json(run_dir / "config.json")
+    run = runner(config["model"])
+    dataset = run.load_dataset(config["data"])
+    model, guide = run.build(config, dataset)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    weights = state["best"] if state.get("best") else state
+    dev = resolve_device(device)
+    model.to(dev), guide.to(dev)
+    # lazily built guide parameters must exist before their weights are loaded
+    from ..guides import check_sites
+
+    train = dataset.train if isinstance(dataset.train, tuple) else (dataset.train,)
+    check_sites(model, guide, *(t[:2].to(dev) for t in train))
+    model.load_state_dict(weights["model"]), guide.load_state_dict(weights["guide"])
+    model.eval(), guide.eval()
+    return model, guide, _to(dataset, str(dev)), config
+
+
+def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000) -> dict:
+    """Recompute the run's metrics from its checkpoint and rewrite metrics.json."""
+    model, guide, dataset, config = load_run(run_dir, device)
+    path = Path(run_dir) / "metrics.json"
+    old = read_json(path) if path.exists() else {}
+    metrics = {**old, **runner(config["model"]).metrics(model, guide, dataset, k=iwae_k), "device": str(resolve_device(device))}
+    write_json(path, metrics)
+    return metrics
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"not found: {path}")
+    return json.loads(path.read_text())
+
+
+def write_json(path, obj) -> None:
+    """Atomic write, like checkpoints: never a half-written metrics or config file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _guide_name(guide) -> str:
+    from ..guides import GUIDES
+
+    return next((name for name, cls in GUIDES.items() if type(guide) is cls), type(guide).__name__)
+
+
+def _to(dataset, device):
+    """A shallow copy of ``dataset`` with its splits on ``device``."""
+    import copy
+
+    moved = copy.copy(dataset)
+    for split in ("train", "val", "test"):
+        value = getattr(dataset, split)
+        setattr(moved, split, tuple(t.to(device) for t in value) if isinstance(value, tuple) else value.to(device))
+    return moved
+
+
+__all__ = ["RUNNERS", "train_run", "load_run", "eval_run", "runner"]
