@@ -219,6 +219,9 @@ def _load_for_resume(checkpoint, cfg: FitConfig) -> dict:
     saved = state["config"]
     changed = {k: (saved[k], v) for k, v in asdict(cfg).items()
                if k != "epochs" and k in saved and saved[k] != v}
+    if saved["epochs"] != cfg.epochs and cfg.lr_schedule != "constant":
+        raise ValueError(f"cannot resume with epochs={cfg.epochs}: the {cfg.lr_schedule!r} learning-rate schedule "
+                         f"was laid out over epochs={saved['epochs']}; use that value (or a constant schedule to extend runs)")
     if changed:
         raise ValueError("cannot resume: settings differ from the checkpoint's: "
                          + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
