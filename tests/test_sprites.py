@@ -77,6 +77,7 @@ def test_subset_and_64_pixels():
 
 
 def test_bad_arguments_name_the_problem():
+    assert load_sprites("64", n=20).image_shape == (1, 64, 64)  # as in load("sprites:64")
     with pytest.raises(ValueError, match="size"):
         load_sprites(size=48)
     with pytest.raises(ValueError, match="n must be"):

@@ -2,7 +2,10 @@
 
 ``train_run`` is what ``ppgen train`` does; ``load_run`` rebuilds the model and guide from a
 run directory (weights loaded safely) for ``ppgen eval``, ``sample`` and reports. Each model
-family has a small runner module (build, metrics, figures) registered in ``RUNNERS``.
+family has a small runner module registered in ``RUNNERS``. A Pyro family provides
+``load_dataset``, ``build``, ``metrics``, ``save_figures`` and ``sample``, and is trained by
+:func:`ppgen.infer.fit` here; a family with its own training loop (GAN, restoration nets)
+provides ``train_run`` / ``load_run`` / ``eval_run`` itself, and these functions hand over.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
     """Train the model named in ``config`` on ``config["data"]``; write the run directory."""
     out = Path(out)
     run = runner(config["model"])
+    if hasattr(run, "train_run"):
+        return run.train_run(config, out, resume=resume, device=device, progress=progress, iwae_k=iwae_k)
     dataset = run.load_dataset(config["data"])
     model, guide = run.build(config, dataset)
     config = {**config, "prior": getattr(model.prior, "name", config.get("prior")),
@@ -75,6 +80,8 @@ def load_run(run_dir, device: str = "auto"):
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     config = read_json(run_dir / "config.json")
     run = runner(config["model"])
+    if hasattr(run, "load_run"):
+        return run.load_run(run_dir, config, device)
     dataset = run.load_dataset(config["data"])
     model, guide = run.build(config, dataset)
     state = load_checkpoint(run_dir / "checkpoint.pt")
@@ -93,6 +100,9 @@ def load_run(run_dir, device: str = "auto"):
 
 def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000) -> dict:
     """Recompute the run's metrics from its checkpoint and rewrite metrics.json."""
+    config = read_json(Path(run_dir) / "config.json")
+    if hasattr(runner(config["model"]), "eval_run"):
+        return runner(config["model"]).eval_run(run_dir, device=device, iwae_k=iwae_k)
     model, guide, dataset, config = load_run(run_dir, device)
     path = Path(run_dir) / "metrics.json"
     old = read_json(path) if path.exists() else {}
