@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output PNG")
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("report", help="write DIR/report.html (posterior diagnostics) and DIR/posterior.nc")
+    r.add_argument("run_dir")
+    r.add_argument("--samples", type=int, default=None, dest="num_samples",
+                   help="guide draws kept per datapoint (default 100; fewer for long sequences)")
+    r.add_argument("--importance-samples", type=int, default=1000, help="draws per datapoint for k-hat and log p(x)")
+    r.add_argument("--max-obs", type=int, default=None, help="use only the first N test datapoints")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -96,7 +104,15 @@ def cmd_sample(args) -> None:
     print(f"wrote {path}")
 
 
-HANDLERS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample}
+def cmd_report(args) -> None:
+    from .report import report
+
+    out = report(args.run_dir, num_samples=args.num_samples, importance_samples=args.importance_samples,
+                 max_obs=args.max_obs, device=args.device, seed=args.seed)
+    print(f"wrote {out.path} and {out.posterior_path} in {out.seconds:.0f} s")
+
+
+HANDLERS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "report": cmd_report}
 
 
 def _print_metrics(metrics: dict, where) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pyro
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 
 
 class SiteMismatchError(ValueError):
@@ -10,11 +11,12 @@ class SiteMismatchError(ValueError):
 
 
 def latent_sites(fn, *args, **kwargs) -> list[str]:
-    """Names of the non-observed sample sites of one run of ``fn(*args)``."""
+    """Names of the latent sample sites of one run of ``fn(*args)``: not observed, not plate
+    subsample sites, not a guide's auxiliary sites (an AutoGuide's unconstrained draws)."""
     with pyro.validation_enabled(False), poutine.block():
-        trace = poutine.trace(fn).get_trace(*args, **kwargs)
+        trace = prune_subsample_sites(poutine.trace(fn).get_trace(*args, **kwargs))
     return [name for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"]]
+            if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("is_auxiliary")]
 
 
 def check_sites(model, guide, *args, **kwargs) -> list[str]:

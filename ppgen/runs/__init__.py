@@ -23,6 +23,11 @@ from ..infer import FitConfig, fit
 RUNNERS = {
     "vae": "ppgen.runs.vae",
     "sparse_vae": "ppgen.runs.vae",
+    "vrnn": "ppgen.runs.vrnn",
+    "conv_vae": "ppgen.runs.conv_vae",
+    "gan": "ppgen.runs.gan",
+    "vaegan": "ppgen.runs.vaegan",
+    "deconv": "ppgen.runs.deconv",
 }
 
 FIT_KEYS = tuple(FitConfig.__dataclass_fields__)

@@ -1,0 +1,788 @@
+"""What a variational fit says, as ArviZ data, and the diagnostics that are right for VI.
+
+This is the only ppgen module that imports ArviZ.
+
+A fit by SVI gives a guide q, not a posterior: draws from q are i.i.d., so R-hat and ESS
+(MCMC convergence diagnostics) say nothing about whether the fit worked and are not
+computed here. What does say it:
+
+* **PSIS k-hat per datapoint** (Yao et al., 2018, "Yes, but did it work?"): the Pareto tail
+  shape of the importance weights w = p(x, z) / q(z | x), z ~ q(z | x). k-hat < 0.5: q is a
+  good proposal for the exact posterior p(z | x); 0.5-0.7: usable, importance sampling
+  corrects it at a slower rate; > 0.7: the weights' variance is effectively infinite and
+  q (and every estimate that leans on it) is not to be trusted for that datapoint.
+* **Importance-sampled log p(x)** with its Monte Carlo standard error, and the **ELBO gap**
+  log p(x) - ELBO = KL(q(z|x) || p(z|x)) (estimated), per datapoint.
+* **PSIS-LOO for global latents**, corrected for drawing from q instead of the posterior
+  (Magnusson et al., 2019), with the k-hat of that correction.
+* **Latent health**: KL per latent dimension and per time step, active units, sparsity.
+* **Posterior predictive checks** on statistics that suit the data.
+
+``to_inference_data`` is generic over Pyro programs: it traces the guide under a plate of
+draws, replays the model on those draws, and names every array's dimensions from the
+plates (``draw``, ``obs`` for the data plate, ``time`` for per-step sites ``z_0..z_{T-1}``).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+import xarray as xr
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+
+from .distributions import SpikeAndSlab
+from .objectives import log_importance_weights
+from .sequence_sites import Step
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its 1.0 refactor on import
+    import arviz as az
+
+#: k-hat thresholds (Vehtari et al., 2024): below GOOD the guide is a good importance
+#: proposal, above BAD it is not trustworthy for that datapoint.
+KHAT_GOOD, KHAT_BAD = 0.5, 0.7
+
+PARTICLES = "_draws"  # the plate that vectorizes draws from the guide
+_TIME_SITE = re.compile(r"^(?P<base>.+)_(?P<t>\d+)$")
+
+
+# -- InferenceData -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def to_inference_data(model, guide, data, num_samples: int = 100, *, history=None, data_plate: str = "data",
+                      vectorize: bool = True, chunk: int | None = None, obs_index=None,
+                      attrs: dict | None = None) -> az.InferenceData:
+    """An ArviZ InferenceData of ``num_samples`` draws from the guide given ``data``.
+
+    ``data`` is what the model is called with: a tensor or a tuple ``(x, mask)``, ``(X, y)``.
+    Groups (one chain; ``obs`` is the dimension of the ``data_plate``):
+
+    * ``posterior``: latent sites drawn from q. Local latents (inside the data plate) are
+      ``[chain, draw, obs, ...]``; global ones ``[chain, draw, ...]``. Sites ``z_0..z_{T-1}``
+      are stacked into one variable ``z`` with a ``time`` dimension. Vector latents have the
+      dimension ``latent``.
+    * ``posterior_predictive``: replicated data drawn from p(x | latents) for each draw.
+    * ``log_likelihood``: log p(x_i | latents) per draw and datapoint (summed over time and
+      features; masked steps contribute 0).
+    * ``observed_data``; ``constant_data`` (the model's other arguments, e.g. covariates, masks).
+    * ``sample_stats``: ``lp`` = log p(latents, data) and ``log_q`` = log q(latents) per draw
+      (what :func:`guide_corrected_loo` needs).
+    * ``training``: the fit's history (ELBO per epoch and per step), when ``history`` (a
+      :class:`ppgen.infer.History` or its dict) is given.
+
+    Padded (masked) entries of sequence sites are NaN. ``vectorize=False`` draws one at a
+    time, for models whose code does not broadcast over a leading draw dimension;
+    ``chunk`` sets how many draws are vectorized at once (memory).
+    """
+    args = _as_tuple(data)
+    groups = _draw(model, guide, args, num_samples, data_plate, vectorize, chunk)
+    n_obs = _obs_size(groups)
+    coords = {"chain": [0], "draw": np.arange(num_samples)}
+    if n_obs is not None:
+        coords["obs"] = np.arange(n_obs) if obs_index is None else np.asarray(obs_index)
+    datasets = {
+        "posterior": _dataset(_stack_time(groups["posterior"]), coords, "latent", chain=True),
+        "posterior_predictive": _dataset(_stack_time(groups["posterior_predictive"]), coords, "feature", chain=True),
+        "log_likelihood": _dataset(_per_datapoint(_stack_time(groups["log_likelihood"], reduce=True)), coords,
+                                   None, chain=True),
+        "observed_data": _dataset(_stack_time(groups["observed_data"]), coords, "feature", chain=False),
+        "sample_stats": _dataset(groups["sample_stats"], coords, None, chain=True),
+    }
+    constant = _constant_data(model, args, set(datasets["observed_data"].data_vars), n_obs, coords)
+    if constant is not None:
+        datasets["constant_data"] = constant
+    if history is not None:
+        datasets["training"] = training_dataset(history)
+    meta = {"inference_library": "pyro", "inference_library_version": pyro.__version__,
+            "model": type(model).__name__, "guide": type(guide).__name__,
+            "draws": "i.i.d. from the variational guide q, not MCMC: R-hat and ESS do not apply",
+            **{k: _attr(v) for k, v in (attrs or {}).items()}}
+    for ds in datasets.values():
+        ds.attrs.update(meta)
+    return az.InferenceData(**datasets)
+
+
+def training_dataset(history) -> xr.Dataset:
+    """The fit's history as a Dataset: per-epoch ``train_elbo``, ``val_elbo``, ``beta``, ``lr``,
+    ``seconds`` (dim ``epoch``) and the minibatch ``step_elbo`` per step (dim ``step``; the
+    ELBO per datapoint at that step's KL weight). ELBOs are in nats, higher is better."""
+    h = asdict(history) if is_dataclass(history) else dict(history)
+    epochs = np.asarray(h.get("epoch", []), dtype=np.int64)
+    per_epoch = {k: ("epoch", np.asarray(h[k], dtype=np.float64))
+                 for k in ("train_elbo", "val_elbo", "beta", "lr", "seconds")
+                 if len(h.get(k, [])) == len(epochs) and len(epochs)}
+    steps = -np.asarray(h.get("step_loss", []), dtype=np.float64)
+    ds = xr.Dataset({**per_epoch, "step_elbo": ("step", steps)},
+                    coords={"epoch": epochs, "step": np.arange(1, len(steps) + 1)})
+    ds.attrs.update({"best_epoch": int(h.get("best_epoch", 0)), "best_val_elbo": float(h.get("best_val_elbo", -math.inf)),
+                     "stopped_early": int(bool(h.get("stopped_early", False)))})
+    return ds
+
+
+def _draw(model, guide, args, num_samples, data_plate, vectorize, chunk) -> dict:
+    """``{group: {site: (array, dim names)}}`` for ``num_samples`` draws, ``chunk`` of them
+    vectorized at a time (or one at a time without ``vectorize``)."""
+    with _eval_mode(model, guide), pyro.validation_enabled(False):
+        if not vectorize:
+            return _merge_passes([_add_draw_dim(_one_pass(model, guide, args, None, None, data_plate))
+                                  for _ in range(num_samples)])
+        particle_dim = -(_max_plate_nesting(model, guide, args) + 1)
+        chunk = chunk or _default_chunk(args)
+        try:
+            return _merge_passes([_one_pass(model, guide, args, min(chunk, num_samples - i), particle_dim, data_plate)
+                                  for i in range(0, num_samples, chunk)])
+        except (ValueError, RuntimeError) as e:
+            raise ValueError(f"drawing {num_samples} draws at once failed ({e}); the model or guide may not "
+                             "broadcast over a leading draw dimension: pass vectorize=False") from e
+
+
+def _one_pass(model, guide, args, num_draws, particle_dim, data_plate) -> dict:
+    """One run of guide and model on ``num_draws`` vectorized draws (None: a single draw, no
+    plate). Returns ``{group: {site: (array, dim names)}}``; event dims are named None."""
+    wrap = pyro.plate(PARTICLES, num_draws, dim=particle_dim) if num_draws else (lambda fn: fn)
+    guide_tr = poutine.trace(wrap(guide)).get_trace(*args)
+    model_tr = poutine.trace(poutine.replay(wrap(model), trace=guide_tr)).get_trace(*args)
+    guide_tr.compute_log_prob(), model_tr.compute_log_prob()
+    out = {g: {} for g in ("posterior", "posterior_predictive", "log_likelihood", "observed_data")}
+    for name, site in _sample_sites(model_tr):
+        if site["is_observed"] and not site["infer"].get("_deterministic"):
+            obs = site["value"]
+            replicated = site["fn"].sample().to(obs.dtype)  # x_rep ~ p(x | latents of this draw)
+            out["observed_data"][name] = _labelled(obs, site, data_plate, values=True)
+            out["posterior_predictive"][name] = _labelled(replicated, site, data_plate, values=True)
+            out["log_likelihood"][name] = _labelled(site["log_prob"], site, data_plate, event_dim=0)
+        else:
+            out["posterior"][name] = _labelled(site["value"], site, data_plate, values=True)
+    out["sample_stats"] = {"lp": _per_draw(model_tr, particle_dim), "log_q": _per_draw(guide_tr, particle_dim)}
+    return out
+
+
+def _sample_sites(trace):
+    """The model's sample sites, without plate subsample sites and auxiliary guide sites."""
+    return [(name, site) for name, site in prune_subsample_sites(trace).nodes.items()
+            if site["type"] == "sample" and not site["infer"].get("is_auxiliary")]
+
+
+def _labelled(t: torch.Tensor, site, data_plate: str, event_dim: int | None = None, values: bool = False):
+    """``(array, names)``: ``t`` with each batch dim named by its plate (``draw`` for the
+    draws, ``obs`` for the data plate) and size-1 dims outside any plate dropped; event dims
+    are named None. With ``values``, entries that the site masks out become NaN."""
+    event_dim = site["fn"].event_dim if event_dim is None else event_dim
+    plates = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
+    batch_ndim = t.dim() - event_dim
+    if values:
+        t = _nan_where_masked(t, site, batch_ndim)
+    names, keep = [], []
+    for i in range(batch_ndim):
+        plate = plates.get(i - batch_ndim)
+        if plate is not None:
+            names.append({PARTICLES: "draw", data_plate: "obs"}.get(plate, plate))
+        elif t.shape[i] != 1:
+            raise ValueError(f"site {site['name']!r} has a batch dimension of size {t.shape[i]} that belongs "
+                             "to no plate; declare it with pyro.plate or make it an event dim with .to_event()")
+        keep.append(plate is not None)
+    squeeze = tuple(i for i, k in enumerate(keep) if not k)
+    array = t.detach().squeeze(squeeze).cpu().numpy() if squeeze else t.detach().cpu().numpy()
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)  # netCDF has no boolean type
+    return array, names + [None] * event_dim
+
+
+def _nan_where_masked(t, site, batch_ndim):
+    mask = _site_mask(site)
+    if mask is None:
+        return t
+    mask = mask.expand(t.shape[:batch_ndim]).reshape(t.shape[:batch_ndim] + (1,) * (t.dim() - batch_ndim))
+    return torch.where(mask, t.to(torch.promote_types(t.dtype, torch.float32)), torch.nan)
+
+
+#: distributions that carry their own mask (log-density 0 where it is False)
+DECLARED_MASKS = {
+    dist.MaskedDistribution: lambda d: d._mask,
+    Step: lambda d: d.seq.mask[:, d.t],
+}
+
+
+def _site_mask(site) -> torch.Tensor | None:
+    """Where the site's log-density counts (True) or is masked out, from ``poutine.mask``
+    and from distributions that declare a mask; None when nothing is masked."""
+    masks = [m for m in [site.get("mask")] + [get(site["fn"]) for cls, get in DECLARED_MASKS.items()
+                                                 if isinstance(site["fn"], cls)]
+             if isinstance(m, torch.Tensor)]
+    if not masks:
+        return None
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = mask & m
+    return None if bool(mask.all()) else mask
+
+
+def _per_draw(trace, particle_dim) -> tuple:
+    """Sum of every sample site's log-density per draw: ``([draws], ["draw"])``, or a
+    scalar for a single unvectorized draw."""
+    total = 0.0
+    # auxiliary sites count: they carry the density of AutoMultivariateNormal's joint draw
+    for site in prune_subsample_sites(trace).nodes.values():
+        if site["type"] != "sample" or site["infer"].get("_deterministic"):
+            continue
+        lp = site["log_prob"]
+        if particle_dim is None:
+            total = total + lp.sum()
+            continue
+        lp = lp.reshape((1,) * max(0, -particle_dim - lp.dim()) + lp.shape)
+        keep = lp.dim() + particle_dim
+        total = total + lp.sum([d for d in range(lp.dim()) if d != keep])
+    total = torch.as_tensor(total)
+    return total.detach().cpu().numpy().astype(np.float64), (["draw"] if particle_dim is not None else [])
+
+
+def _add_draw_dim(groups: dict) -> dict:
+    return {g: {k: (a[None], ["draw", *n]) if g != "observed_data" else (a, n) for k, (a, n) in v.items()}
+            for g, v in groups.items()}
+
+
+def _merge_passes(passes: list) -> dict:
+    """Concatenate the draws of several passes (``draw`` is every array's first dim)."""
+    merged = {}
+    for group, first in passes[0].items():
+        if group == "observed_data":
+            merged[group] = first
+            continue
+        merged[group] = {}
+        for name, (array, names) in first.items():
+            if names[:1] != ["draw"]:
+                raise ValueError(f"site {name!r}: expected the draws as the first dimension, got {names}")
+            merged[group][name] = (np.concatenate([p[group][name][0] for p in passes]), names)
+    return merged
+
+
+def _stack_time(variables: dict, reduce: bool = False) -> dict:
+    """Stack sites ``<base>_0 .. <base>_{T-1}`` (T >= 2, same shape) into ``<base>`` with a
+    ``time`` dim after the plate dims; with ``reduce`` sum over time instead."""
+    bases: dict = {}
+    for name in variables:
+        m = _TIME_SITE.match(name)
+        if m:
+            bases.setdefault(m["base"], {})[int(m["t"])] = name
+    out = dict(variables)
+    for base, steps in bases.items():
+        names = [steps.get(t) for t in range(len(steps))]
+        parts = [variables[n] for n in names if n is not None]
+        if (len(steps) < 2 or None in names or base in variables
+                or len({(a.shape, tuple(map(str, d))) for a, d in parts}) != 1):
+            continue
+        dims = parts[0][1]
+        at = sum(d is not None for d in dims)  # after the plate dims, before the event dims
+        arrays = [a for a, _ in parts]
+        stacked = (np.sum(arrays, axis=0), dims) if reduce else (np.stack(arrays, axis=at), dims[:at] + ["time"] + dims[at:])
+        for n in names:
+            del out[n]
+        out[base] = stacked
+    return out
+
+
+def _per_datapoint(variables: dict) -> dict:
+    """Sum each log-density over every dim but ``draw`` and ``obs``."""
+    out = {}
+    for name, (array, dims) in variables.items():
+        axes = tuple(i for i, d in enumerate(dims) if d not in ("draw", "obs"))
+        out[name] = (array.sum(axis=axes) if axes else array, [d for d in dims if d in ("draw", "obs")])
+    return out
+
+
+def _dataset(variables: dict, coords: dict, vector_dim: str | None, chain: bool) -> xr.Dataset:
+    """A Dataset from ``{name: (array, dims)}``: event dims of vector variables are named
+    ``vector_dim`` (``latent``, ``feature``) where sizes agree, ``<name>_dim_<i>`` otherwise."""
+    data_vars, sizes = {}, {}
+    for name, (array, dims) in variables.items():
+        dims = _name_event_dims(name, array, dims, vector_dim, sizes)
+        if chain:
+            array, dims = array[None], ["chain", *dims]
+        data_vars[name] = (dims, array)
+    used = {d for _, (dims, _) in data_vars.items() for d in dims}
+    all_coords = {d: coords[d] for d in used if d in coords}
+    for name, (dims, array) in data_vars.items():
+        for d, n in zip(dims, array.shape):
+            all_coords.setdefault(d, np.arange(n))
+    return xr.Dataset(data_vars, coords=all_coords)
+
+
+def _name_event_dims(name, array, dims, vector_dim, sizes) -> list:
+    events = [i for i, d in enumerate(dims) if d is None]
+    dims = list(dims)
+    if vector_dim is not None and len(events) == 1 and "obs" in dims:
+        size = array.shape[events[0]]
+        if sizes.setdefault(vector_dim, size) == size:
+            dims[events[0]] = vector_dim
+            return dims
+    for k, i in enumerate(events):
+        dims[i] = f"{name}_dim_{k}"
+    return dims
+
+
+def _obs_size(groups) -> int | None:
+    for group in groups.values():
+        for array, dims in group.values():
+            if "obs" in dims:
+                return array.shape[dims.index("obs")]
+    return None
+
+
+def _constant_data(model, args, observed: set, n_obs, coords) -> xr.Dataset | None:
+    """The model's arguments other than the observed variables (covariates, masks), named
+    after the model's parameters."""
+    names = _argument_names(model, len(args))
+    data_vars = {}
+    for name, a in zip(names, args):
+        if name in observed or not isinstance(a, torch.Tensor):
+            continue
+        array = a.detach().cpu().numpy()
+        array = array.astype(np.uint8) if array.dtype == np.bool_ else array
+        dims = [f"{name}_dim_{i}" for i in range(array.ndim)]
+        if array.ndim and array.shape[0] == n_obs:
+            dims[0] = "obs"
+        data_vars[name] = (dims, array)
+    if not data_vars:
+        return None
+    return xr.Dataset(data_vars, coords={"obs": coords["obs"]} if n_obs is not None else None)
+
+
+def _argument_names(model, n: int) -> list:
+    try:
+        params = list(inspect.signature(model.forward if hasattr(model, "forward") else model).parameters)
+    except (TypeError, ValueError):
+        params = []
+    return (params + [f"arg{i}" for i in range(len(params), n)])[:n]
+
+
+def _max_plate_nesting(model, guide, args) -> int:
+    """How many plate dims the program uses (as Pyro's ``Predictive`` guesses it): the draws
+    go to the next dim to the left."""
+    guide_tr = poutine.trace(guide).get_trace(*args)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
+    dims = [-f.dim for tr in (guide_tr, model_tr) for site in tr.nodes.values() if site["type"] == "sample"
+            for f in site["cond_indep_stack"] if f.vectorized]
+    return max(dims, default=0)
+
+
+def _default_chunk(args) -> int:
+    # keep a pass's arrays to roughly 10^6 entries per data tensor
+    return max(1, int(1e6 // max(1, args[0].numel())))
+
+
+def _attr(value):
+    return value if isinstance(value, (str, int, float)) else json.dumps(value, default=str)
+
+
+# -- importance sampling: k-hat, log p(x), ELBO gap ---------------------------------------------
+
+@torch.no_grad()
+def importance_log_weights(model, guide, data, num_samples: int = 1000, *, batch_size: int = 64,
+                           chunk: int = 100, data_plate: str = "data") -> np.ndarray:
+    """log w[n, k] = log p(x_n, z_nk) - log q(z_nk | x_n), z_nk ~ q(z | x_n): ``[N, K]``
+    (float64), drawn ``chunk`` at a time for ``batch_size`` datapoints at a time."""
+    args = _as_tuple(data)
+    rows = []
+    with _eval_mode(model, guide):
+        for i in range(0, args[0].shape[0], batch_size):
+            batch = tuple(a[i:i + batch_size] for a in args)
+            cols = [log_importance_weights(model, guide, *batch, num_particles=min(chunk, num_samples - j),
+                                           data_plate=data_plate) for j in range(0, num_samples, chunk)]
+            rows.append(torch.cat(cols).T.double().cpu())
+    return torch.cat(rows).numpy()
+
+
+def psis_khat(log_weights, flat_rtol: float = 1e-5) -> np.ndarray:
+    """Pareto k-hat of each row of ``log_weights`` ``[N, K]`` by ArviZ's PSIS.
+
+    A row whose log-weights are equal to rounding (spread below ``flat_rtol`` relative to
+    their size) comes from a guide equal to the posterior there: its weights are bounded
+    and its k-hat is reported as -inf (PSIS cannot fit a tail to ties)."""
+    lw = np.asarray(log_weights, dtype=np.float64)
+    flat = (lw.max(1) - lw.min(1)) <= flat_rtol * np.maximum(1.0, np.abs(lw).max(1))
+    khat = np.full(lw.shape[0], -np.inf)
+    if not flat.all():
+        khat[~flat] = az.psislw(lw[~flat])[1]
+    return khat
+
+
+def log_mean_exp_se(log_weights) -> tuple[np.ndarray, np.ndarray]:
+    """``(log mean_k w_nk, its standard error)`` per row: the importance-sampled log p(x_n)
+    and its delta-method Monte Carlo standard error sd(w) / (sqrt(K) mean(w)). The standard
+    error is only meaningful where k-hat < 0.7 (otherwise the variance may be infinite)."""
+    lw = np.asarray(log_weights, dtype=np.float64)
+    k = lw.shape[1]
+    top = lw.max(1, keepdims=True)
+    w = np.exp(lw - top)
+    mean = w.mean(1)
+    se = w.std(1, ddof=1) / (math.sqrt(k) * mean)
+    return np.log(mean) + top[:, 0], se
+
+
+def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, batch_size: int = 64,
+                           chunk: int = 100, data_plate: str = "data", obs_index=None) -> xr.Dataset:
+    """Per-datapoint verdict on the guide, from ``num_samples`` draws z ~ q(z | x_n):
+
+    * ``khat``: PSIS k-hat of w = p(x_n, z) / q(z | x_n) (< 0.5 good, 0.5-0.7 usable, > 0.7 bad);
+    * ``log_px``, ``log_px_se``: importance-sampled log p(x_n) (the IWAE estimate) and its
+      Monte Carlo standard error;
+    * ``elbo``: the ELBO of x_n (the mean log-weight);
+    * ``gap``: log_px - elbo, an estimate of KL(q(z|x_n) || p(z|x_n)) >= 0.
+
+    Needs every latent inside the data plate (amortized guides); for global latents see
+    :func:`guide_corrected_loo`."""
+    lw = importance_log_weights(model, guide, data, num_samples, batch_size=batch_size, chunk=chunk,
+                                data_plate=data_plate)
+    log_px, se = log_mean_exp_se(lw)
+    elbo = lw.mean(1)
+    obs = np.arange(lw.shape[0]) if obs_index is None else np.asarray(obs_index)
+    return xr.Dataset(
+        {"khat": ("obs", psis_khat(lw)), "log_px": ("obs", log_px), "log_px_se": ("obs", se),
+         "elbo": ("obs", elbo), "gap": ("obs", log_px - elbo)},
+        coords={"obs": obs},
+        attrs={"num_samples": int(num_samples), "khat_good": KHAT_GOOD, "khat_bad": KHAT_BAD},
+    )
+
+
+def khat_bands(khat) -> dict:
+    """Share of datapoints per k-hat band: ``good`` (< 0.5), ``ok`` (0.5-0.7), ``bad``
+    (> 0.7, or not finite-and-high: a failed tail fit counts as bad)."""
+    k = np.asarray(khat, dtype=np.float64).ravel()
+    good = k < KHAT_GOOD
+    ok = (k >= KHAT_GOOD) & (k <= KHAT_BAD)
+    return {"good": float(good.mean()), "ok": float(ok.mean()), "bad": float(1.0 - good.mean() - ok.mean())}
+
+
+def worst_datapoints(diagnostics: xr.Dataset, n: int = 8) -> xr.Dataset:
+    """The ``n`` datapoints with the highest k-hat (ties broken by the larger gap)."""
+    order = np.lexsort((-diagnostics["gap"].values, -np.nan_to_num(diagnostics["khat"].values, nan=np.inf)))
+    return diagnostics.isel(obs=order[:n])
+
+
+# -- PSIS-LOO for global latents, corrected for draws from q -------------------------------------
+
+def guide_corrected_loo(idata: az.InferenceData, var_name: str | None = None) -> "az.ELPDData":
+    """PSIS-LOO of a model with global latents theta whose draws come from a guide q rather
+    than the posterior (Magnusson et al., 2019).
+
+    With r_s = p(theta_s, y) / q(theta_s) the posterior's importance ratio, the leave-one-out
+    weights of draw s for datapoint i are r_s / p(y_i | theta_s); they are Pareto-smoothed per
+    datapoint (their k-hat is ``pareto_k``) and elpd_i = log sum_s w~_si p(y_i | theta_s).
+    ``guide_k`` is the k-hat of r itself: above 0.7 q is too far from the posterior for any
+    of this to be reliable. ``p_loo`` uses the lppd under the r-reweighted draws.
+    Returns an ArviZ ``ELPDData`` (log scale), so ``az.compare``-style tools read it."""
+    if any("obs" in v.dims for v in idata.posterior.data_vars.values()):
+        raise ValueError("guide_corrected_loo is for models whose latents are all global; with per-datapoint "
+                         "latents use importance_diagnostics (k-hat of p(x, z) / q(z | x) per datapoint)")
+    ll = _log_likelihood(idata, var_name)
+    log_r = (idata.sample_stats["lp"] - idata.sample_stats["log_q"]).stack(__sample__=("chain", "draw")).values
+    lw_post, guide_k = az.psislw(log_r[None, :])
+    lw_loo, pareto_k = az.psislw(log_r[None, :] - ll)
+    loo_i = _logsumexp(lw_loo + ll)
+    lppd = _logsumexp(lw_post + ll).sum()
+    n, s = ll.shape
+    good_k = min(1 - 1 / np.log10(s), KHAT_BAD)
+    return az.ELPDData(
+        data=[loo_i.sum(), math.sqrt(n * np.var(loo_i)), lppd - loo_i.sum(), s, n,
+              bool(np.any(pareto_k > good_k) or guide_k[0] > KHAT_BAD),
+              xr.DataArray(loo_i, dims="obs", name="loo_i"), xr.DataArray(pareto_k, dims="obs", name="pareto_k"),
+              "log", good_k, float(guide_k[0])],
+        index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "pareto_k",
+               "scale", "good_k", "guide_k"],
+    )
+
+
+def _log_likelihood(idata, var_name) -> np.ndarray:
+    group = idata.log_likelihood
+    if var_name is None:
+        if len(group.data_vars) != 1:
+            raise ValueError(f"several observed variables {list(group.data_vars)}; pass var_name")
+        var_name = next(iter(group.data_vars))
+    return group[var_name].stack(__sample__=("chain", "draw")).transpose(..., "__sample__").values
+
+
+def _logsumexp(a, axis=-1):
+    top = a.max(axis=axis, keepdims=True)
+    return np.log(np.exp(a - top).sum(axis=axis)) + top.squeeze(axis)
+
+
+# -- latent-space health -------------------------------------------------------------------------
+
+@torch.no_grad()
+def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str = "data") -> xr.Dataset:
+    """Monte Carlo KL(q(z | x) || p(z | ...)) = E_q[log q - log p] per datapoint for every
+    local latent variable ``<name>`` (``[obs]``, or ``[obs, time]`` for per-step sites: a
+    step whose KL is ~0 for all data has collapsed to the prior). Where q and p factorise over
+    the vector's dims, ``<name>_per_dim`` (``[obs, (time,) latent]``) is the KL between the
+    per-dim marginals; summed over dims it equals the total for factorised q. Masked steps
+    are NaN."""
+    args = _as_tuple(data)
+    with _eval_mode(model, guide), pyro.validation_enabled(False):
+        particle_dim = -(_max_plate_nesting(model, guide, args) + 1)
+        plate = pyro.plate(PARTICLES, num_samples, dim=particle_dim)
+        guide_tr = poutine.trace(plate(guide)).get_trace(*args)
+        model_tr = poutine.trace(poutine.replay(plate(model), trace=guide_tr)).get_trace(*args)
+        guide_tr.compute_log_prob(), model_tr.compute_log_prob()
+        total, per_dim = {}, {}
+        for name, site in _sample_sites(model_tr):
+            if site["is_observed"] or name not in guide_tr.nodes:
+                continue
+            q_site = guide_tr.nodes[name]
+            diff = _nan_where_masked(q_site["log_prob"] - site["log_prob"], site, site["log_prob"].dim())
+            total[name] = _labelled(diff, site, data_plate, event_dim=0)
+            marginal = _marginal_kl(q_site["fn"], site["fn"], site["value"])
+            if marginal is not None:
+                marginal = _nan_where_masked(marginal, site, marginal.dim() - 1)
+                per_dim[name] = _labelled(marginal, site, data_plate, event_dim=1)
+    out = {}
+    for name, (array, dims) in _stack_time(total).items():
+        if "obs" in dims:
+            out[name] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"])
+    for name, (array, dims) in _stack_time(per_dim).items():
+        if "obs" in dims:
+            out[f"{name}_per_dim"] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"][:-1] + ["latent"])
+    return xr.Dataset({k: (d, a) for k, (a, d) in out.items()})
+
+
+def _mean_over_draws(array, dims):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # masked steps are NaN in every draw
+        return np.nanmean(array, axis=dims.index("draw"))
+
+
+def _independent_marginals(d, v):
+    return d.base_dist.log_prob(v) if d.reinterpreted_batch_ndims == 1 and d.base_dist.event_dim == 0 else None
+
+
+def _gaussian_marginals(d, v):
+    return dist.Normal(d.mean, d.variance.sqrt()).log_prob(v)
+
+
+def _spike_slab_marginals(d, v):
+    # each dim as its own one-dim spike-and-slab: the densities are per dim by construction
+    return SpikeAndSlab(d.gamma[..., None], d.loc[..., None], d.scale[..., None]).log_prob(v[..., None])
+
+
+def _mixture_marginals(d, v):
+    comp = d.component_distribution
+    if not (isinstance(comp, dist.Independent) and comp.base_dist.event_dim == 0):
+        return None
+    log_mix = d.mixture_distribution.logits.log_softmax(-1)[..., None]  # [..., K, 1]
+    return torch.logsumexp(comp.base_dist.log_prob(v.unsqueeze(-2)) + log_mix, dim=-2)
+
+
+def _step_marginals(d, v):
+    return _marginal_log_prob(d.base, v)
+
+
+#: per-dimension marginal log-densities of vector distributions, where they are cheap and exact
+MARGINALS = {
+    dist.Independent: _independent_marginals,
+    dist.MultivariateNormal: _gaussian_marginals,
+    dist.LowRankMultivariateNormal: _gaussian_marginals,
+    SpikeAndSlab: _spike_slab_marginals,
+    dist.MixtureSameFamily: _mixture_marginals,
+    Step: _step_marginals,
+}
+
+
+def _marginal_log_prob(d, v):
+    if d.event_dim != 1:
+        return None
+    for cls, marginals in MARGINALS.items():
+        if isinstance(d, cls):
+            return marginals(d, v)
+    return None
+
+
+def _marginal_kl(q, p, z):
+    lq, lp = _marginal_log_prob(q, z), _marginal_log_prob(p, z)
+    return None if lq is None or lp is None else lq - lp
+
+
+def latent_activity(idata: az.InferenceData, var: str = "z") -> xr.DataArray:
+    """Cov_x(E_q[z | x]) per latent dim (Burda et al., 2016), from the posterior draws: the
+    variance across datapoints (and steps) of the per-datapoint draw means, minus the part
+    that Monte Carlo noise in those means adds (mean within-datapoint variance / draws)."""
+    z = idata.posterior[var]
+    s = z.sizes["draw"] * z.sizes["chain"]
+    means = z.mean(("chain", "draw"))
+    noise = z.var(("chain", "draw"), ddof=1).mean([d for d in means.dims if d != "latent"]) / s
+    return means.var([d for d in means.dims if d != "latent"]) - noise
+
+
+def active_units(idata: az.InferenceData, var: str = "z", threshold: float = 0.01) -> int:
+    """Number of latent dims with activity > ``threshold`` (collapsed dims copy the prior)."""
+    return int((latent_activity(idata, var) > threshold).sum())
+
+
+def code_sparsity(idata: az.InferenceData, var: str = "z", threshold: float = 1e-2) -> float:
+    """Share of drawn code entries with |z| <= threshold (exact zeros for spike-and-slab)."""
+    z = np.abs(idata.posterior[var].values)
+    z = z[~np.isnan(z)]
+    return float((z <= threshold).mean())
+
+
+# -- posterior predictive checks ----------------------------------------------------------------
+
+def _vector_statistics(x: xr.DataArray) -> dict:
+    return {"mean_per_datapoint": x.mean("feature"), "sd_per_datapoint": x.std("feature"),
+            "mean_per_feature": x.mean("obs")}
+
+
+def _sequence_statistics(x: xr.DataArray) -> dict:
+    notes = x.sum("feature", skipna=False)  # NaN on padded frames
+    changes = abs(x.diff("time")).sum("feature", skipna=False)  # keys switched on or off: the dynamics
+    return {"notes_per_frame": notes.mean("time"), "note_changes_per_frame": changes.mean("time"),
+            "mean_per_key": x.mean(("obs", "time"))}
+
+
+def _scalar_statistics(x: xr.DataArray) -> dict:
+    return {x.name or "value": x}
+
+
+def ppc_statistics(idata: az.InferenceData, var: str | None = None) -> az.InferenceData:
+    """Test statistics T(x) of the observed and the replicated data, as an InferenceData
+    for ``az.plot_ppc``: for sequences (``time`` dim) the notes per frame and the keys that
+    change from one frame to the next, per sequence, and the mean of each key; for vectors
+    (``feature`` dim) the mean and sd of each datapoint and the mean of each feature;
+    otherwise the data itself."""
+    var = var or next(iter(idata.observed_data.data_vars))
+    observed, replicated = idata.observed_data[var], idata.posterior_predictive[var]
+    if "time" in observed.dims:
+        statistics = _sequence_statistics
+    elif "feature" in observed.dims:
+        statistics = _vector_statistics
+    else:
+        statistics = _scalar_statistics
+    return az.InferenceData(posterior_predictive=xr.Dataset(statistics(replicated)),
+                            observed_data=xr.Dataset(statistics(observed)))
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+def plot_khat(diagnostics: xr.Dataset):
+    """k-hat per datapoint (ArviZ's plot, with the 0.5 and 0.7 thresholds) and the ELBO gap
+    against k-hat. k-hat = -inf (exact guide) is drawn at -0.5."""
+    import matplotlib.pyplot as plt
+
+    khat = np.maximum(diagnostics["khat"].values, -0.5)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+    with warnings.catch_warnings():
+        # ArviZ prefers ELPDData (per-datapoint VI k-hats are not LOO) and uses a deprecated matplotlib call
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        az.plot_khat(khat, ax=ax, show_bins=False, markersize=8)
+    for level, color in ((KHAT_GOOD, "C2"), (KHAT_BAD, "C3")):
+        ax.axhline(level, color=color, ls="--", lw=1)
+        ax2.axvline(level, color=color, ls="--", lw=1)
+    ax.set_title(f"PSIS k-hat of p(x, z) / q(z | x), {diagnostics.attrs.get('num_samples', '?')} draws per datapoint")
+    ax.set_ylabel("k-hat")
+    ax2.scatter(khat, diagnostics["gap"].values, s=8, alpha=0.6)
+    ax2.set_xlabel("k-hat")
+    ax2.set_ylabel("log p(x) - ELBO (nats)")
+    ax2.set_title("ELBO gap")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ppc(idata: az.InferenceData, var: str | None = None, num_pp_samples: int = 50):
+    """One ``az.plot_ppc`` panel per test statistic of :func:`ppc_statistics`."""
+    import matplotlib.pyplot as plt
+
+    stats = ppc_statistics(idata, var)
+    names = list(stats.observed_data.data_vars)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # KDEs of near-constant statistics warn; the plot still says it
+        az.plot_ppc(stats, var_names=names, ax=axes[0], num_pp_samples=min(num_pp_samples, stats.posterior_predictive.sizes["draw"]),
+                    random_seed=0, legend=True)
+    for ax, name in zip(axes[0], names):
+        ax.set_title(name.replace("_", " "))
+    fig.tight_layout()
+    return fig
+
+
+def plot_training(training: xr.Dataset):
+    """ELBO per epoch (train and validation) and per step."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
+    for name, label in (("train_elbo", "train"), ("val_elbo", "validation")):
+        if name in training:
+            ax.plot(training["epoch"], training[name], label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO per datapoint (nats)")
+    ax.legend()
+    steps = training["step_elbo"]
+    if steps.size:
+        ax2.plot(training["step"], steps, lw=0.5, alpha=0.4, color="C0")
+        window = max(1, steps.size // 50)
+        ax2.plot(training["step"], steps.rolling(step=window, min_periods=1).mean(), color="C0")
+        low = float(np.nanpercentile(steps, 5))
+        ax2.set_ylim(low - 0.1 * abs(low), float(np.nanmax(steps)) + 0.05 * abs(low))
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("minibatch ELBO (nats)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl(kl: xr.Dataset):
+    """Mean KL per latent dim (bars) and, for sequence latents, per time step."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    panels = [name for name in kl.data_vars if "latent" in kl[name].dims]
+    panels += [name for name in kl.data_vars if "time" in kl[name].dims and "latent" not in kl[name].dims]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        values = kl[name]
+        if "latent" in values.dims:
+            mean = values.mean([d for d in values.dims if d != "latent"])
+            ax.bar(mean["latent"].values, mean.values)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("latent dimension")
+            ax.set_title(f"KL per dimension of {name.removesuffix('_per_dim')} (nats)")
+        else:
+            mean = values.mean("obs")
+            ax.plot(mean["time"].values, mean.values)
+            ax.set_xlabel("time step")
+            ax.set_title(f"KL per time step of {name} (nats)")
+    fig.tight_layout()
+    return fig
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+@contextmanager
+def _eval_mode(*modules):
+    """Eval mode inside the block (dropout, batch norm), previous modes restored after."""
+    modules = [m for m in modules if isinstance(m, torch.nn.Module)]
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def _as_tuple(data) -> tuple:
+    return tuple(data) if isinstance(data, (tuple, list)) else (data,)
+
+
+__all__ = ["KHAT_GOOD", "KHAT_BAD", "to_inference_data", "training_dataset", "importance_log_weights", "psis_khat",
+           "log_mean_exp_se", "importance_diagnostics", "khat_bands", "worst_datapoints", "guide_corrected_loo",
+           "latent_kl", "latent_activity", "active_units", "code_sparsity", "ppc_statistics", "plot_khat",
+           "plot_ppc", "plot_training", "plot_kl"]

@@ -1,0 +1,437 @@
+"""The diagnostics report of a run: did the variational fit work, and what does it say?
+
+``report(run_dir)`` (and ``ppgen report DIR``) writes ``DIR/report.html``, one
+self-contained page (every figure embedded as a PNG data URI, no scripts, no external
+resources), and ``DIR/posterior.nc``, the ArviZ InferenceData behind it (with the groups
+``vi_diagnostics`` and ``latent_kl`` added). In a notebook the returned :class:`Report`
+displays inline.
+
+The heavy imports (ArviZ, matplotlib, the runs) happen inside the functions, so that
+``import ppgen`` stays light.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: default draws per datapoint: posterior/predictive arrays (capped by size for sequences)
+#: and importance samples for k-hat (K >= ~200 for a stable Pareto fit; 1000 is comfortable)
+POSTERIOR_DRAWS, IMPORTANCE_DRAWS = 100, 1000
+
+
+@dataclass
+class Report:
+    """A written report: ``html`` is the page body, shown inline by Jupyter."""
+
+    html: str
+    path: Path
+    posterior_path: Path
+    seconds: float
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return f"Report({str(self.path)!r}, posterior={str(self.posterior_path)!r}, {self.seconds:.1f} s)"
+
+
+def report(run_dir, *, num_samples: int | None = None, importance_samples: int = IMPORTANCE_DRAWS,
+           max_obs: int | None = None, device: str = "cpu", seed: int = 0) -> Report:
+    """Diagnose the run in ``run_dir`` on its test split and write ``report.html`` and
+    ``posterior.nc`` there. ``num_samples``: guide draws kept per datapoint (default 100,
+    fewer for long sequences); ``importance_samples``: draws per datapoint for k-hat and
+    log p(x); ``max_obs``: use only the first test datapoints (faster)."""
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    ctx = diagnose_run(run_dir, num_samples=num_samples, importance_samples=importance_samples, max_obs=max_obs,
+                       device=device, seed=seed)
+    posterior_path = run_dir / "posterior.nc"
+    ctx["idata"].to_netcdf(str(posterior_path))
+    sections = [s for s in (build(ctx) for build in SECTIONS) if s is not None]
+    config = ctx["config"]
+    title = f"ppgen report: {config.get('model', type(ctx['model']).__name__)} on {config.get('data', ctx['dataset'].name)}"
+    body = render(title, sections, subtitle=str(run_dir))
+    path = run_dir / "report.html"
+    path.write_text(page(title, body), encoding="utf-8")
+    return Report(body, path, posterior_path, time.perf_counter() - start)
+
+
+def diagnose_run(run_dir: Path, *, num_samples, importance_samples, max_obs, device, seed) -> dict:
+    """Everything the report shows, for the run's test split: the model, guide, dataset and
+    config, and the InferenceData with the groups ``vi_diagnostics`` (k-hat, log p(x), gap
+    per datapoint) and ``latent_kl`` added."""
+    import pyro
+
+    from . import diagnostics as D
+    from .checkpoint import load_checkpoint
+    from .runs import load_run, read_json
+
+    model, guide, dataset, config = load_run(run_dir, device)
+    history = load_checkpoint(run_dir / "checkpoint.pt").get("history")
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    test = _first(dataset.test, max_obs)
+    torch.manual_seed(seed)
+    pyro.set_rng_seed(seed)
+    idata = D.to_inference_data(model, guide, test, num_samples or _posterior_draws(test), history=history,
+                                attrs={"run_dir": str(run_dir), "config": json.dumps(config)})
+    diag = D.importance_diagnostics(model, guide, test, importance_samples)
+    kl = D.latent_kl(model, guide, test)
+    idata.add_groups({"vi_diagnostics": diag, "latent_kl": kl})
+    return {"model": model, "guide": guide, "dataset": dataset, "config": config, "metrics": metrics,
+            "idata": idata, "diag": diag, "kl": kl}
+
+
+# -- sections: each takes the context and returns (id, title, html) or None -------------------
+
+def config_section(ctx):
+    rows = [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in ctx["config"].items()]
+    return "config", "Configuration", table(["setting", "value"], rows)
+
+
+def training_section(ctx):
+    from . import diagnostics as D
+
+    if "training" not in ctx["idata"].groups():
+        return None
+    training = ctx["idata"].training
+    text = (f"<p>{training.sizes.get('epoch', 0)} epochs, {training.sizes.get('step', 0)} steps, "
+            f"{float(training['seconds'].sum()) if 'seconds' in training else 0:.0f} s of training. "
+            "ELBO per datapoint in nats (higher is better); the step curve is the minibatch ELBO at that step's "
+            "KL weight.</p>")
+    return "training", "Training curves", text + figure(D.plot_training(training), "ELBO per epoch and per step")
+
+
+def numbers_section(ctx):
+    rows = bound_rows(ctx["diag"]) + frame_rows(ctx["diag"], ctx["idata"]) + latent_rows(ctx)
+    return "numbers", "The numbers (test split)", table(["quantity", "value"], rows) + recorded_note(ctx["metrics"])
+
+
+def bound_rows(diag) -> list:
+    """ELBO, importance-sampled log p(x) with the standard error of its mean, and the gap."""
+    n, k = diag.sizes["obs"], diag.attrs["num_samples"]
+    se_of_mean = float(np.sqrt((diag["log_px_se"] ** 2).sum())) / n
+    return [("test ELBO per datapoint", f"{float(diag['elbo'].mean()):.3f} nats"),
+            (f"importance-sampled log p(x) per datapoint (IWAE, K={k})",
+             f"{float(diag['log_px'].mean()):.3f} ± {se_of_mean:.3f} nats"),
+            ("ELBO gap log p(x) - ELBO (mean, median)",
+             f"{float(diag['gap'].mean()):.3f}, {float(diag['gap'].median()):.3f} nats")]
+
+
+def frame_rows(diag, idata) -> list:
+    """Per-frame versions for sequences (the unit the music literature reports)."""
+    frames = frames_per_datapoint(idata)
+    if frames is None:
+        return []
+    total = float(frames.sum())
+    return [("test ELBO per frame", f"{float(diag['elbo'].sum()) / total:.4f} nats"),
+            ("importance-sampled log p(x) per frame", f"{float(diag['log_px'].sum()) / total:.4f} nats")]
+
+
+def latent_rows(ctx) -> list:
+    """KL per datapoint, active units and (for sparse models) code sparsity."""
+    from . import diagnostics as D
+
+    kl, idata, rows = ctx["kl"], ctx["idata"], []
+    for name in kl.data_vars:
+        if not name.endswith("_per_dim"):
+            per_datapoint = kl[name].sum([d for d in kl[name].dims if d != "obs"])
+            rows.append((f"KL(q || p) of {name} per datapoint", f"{float(per_datapoint.mean()):.3f} nats"))
+    for name, var in idata.posterior.data_vars.items():
+        if "latent" not in var.dims:
+            continue
+        rows.append((f"active units of {name} (Cov_x E_q[z|x] > 0.01, from the draws)",
+                     f"{D.active_units(idata, name)} of {var.sizes['latent']}"))
+        if hasattr(ctx["model"], "sparsity"):
+            rows.append((f"code sparsity of {name} (share of |z| <= 0.01)", f"{D.code_sparsity(idata, name):.3f}"))
+    return rows
+
+
+def recorded_note(metrics: dict) -> str:
+    saved = {k: v for k, v in metrics.items() if k.startswith("test_") or k == "active_units"}
+    if not saved:
+        return ""
+    values = ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in saved.items())
+    return f"<p>Recorded at training time (metrics.json): {html.escape(values)}.</p>"
+
+
+def verdict_section(ctx):
+    from . import diagnostics as D
+
+    diag = ctx["diag"]
+    bands = D.khat_bands(diag["khat"])
+    n = diag.sizes["obs"]
+    rows = [("k-hat < 0.5", "good: q is a reliable importance proposal", bands["good"]),
+            ("0.5 ≤ k-hat ≤ 0.7", "usable: importance sampling still corrects q, slowly", bands["ok"]),
+            ("k-hat > 0.7", "bad: q is not trustworthy for these datapoints", bands["bad"])]
+    band_table = table(["band", "meaning", "share of test datapoints"],
+                       [(a, b, f"{share:.1%} ({round(share * n)})") for a, b, share in rows])
+    worst = D.worst_datapoints(diag, 8)
+    worst_table = table(["datapoint", "k-hat", "log p(x) ± se", "ELBO", "gap"], [
+        (int(o), _khat_text(k), f"{lp:.2f} ± {se:.2f}", f"{e:.2f}", f"{g:.2f}")
+        for o, k, lp, se, e, g in zip(worst["obs"].values, worst["khat"].values, worst["log_px"].values,
+                                      worst["log_px_se"].values, worst["elbo"].values, worst["gap"].values)])
+    pictures = worst_datapoint_images(ctx, worst["obs"].values)
+    return ("verdict", "Verdict: is the guide trustworthy?",
+            f"<p>{html.escape(verdict_sentence(bands))}</p>" + band_table
+            + "<h3>The worst datapoints</h3>" + worst_table + pictures)
+
+
+def khat_section(ctx):
+    from . import diagnostics as D
+
+    text = ("<p>Each point is one test datapoint: the Pareto shape k-hat of its importance weights "
+            "p(x, z) / q(z | x) (PSIS, Yao et al. 2018). Right: the ELBO gap, log p(x) - ELBO, which estimates "
+            "KL(q(z|x) || p(z|x)). Standard errors of log p(x) are only meaningful where k-hat &lt; 0.7.</p>")
+    return "khat", "PSIS k-hat per datapoint", text + figure(D.plot_khat(ctx["diag"]), "k-hat per datapoint")
+
+
+def samples_section(ctx):
+    images = image_panels(ctx)
+    if images is not None:
+        return "samples", "Reconstructions and samples", figure(images, "data, reconstructions, samples")
+    rolls = piano_roll_panels(ctx)
+    if rolls is not None:
+        return "samples", "Reconstructions and samples", figure(rolls, "piano rolls")
+    return None
+
+
+def traversal_section(ctx):
+    fig = latent_traversals(ctx)
+    if fig is None:
+        return None
+    text = ("<p>Each row moves one latent dimension from -3 to 3 (the others at a test image's posterior mean) "
+            "and shows the mean of p(x | z); rows are ordered by the dimension's activity, the most active first.</p>")
+    return "traversals", "Latent traversals", text + figure(fig, "latent traversals")
+
+
+def kl_section(ctx):
+    from . import diagnostics as D
+
+    kl = ctx["kl"]
+    if not any("latent" in v.dims or "time" in v.dims for v in kl.data_vars.values()):
+        return None
+    text = ("<p>Monte Carlo KL(q(z|x) || p(z)) averaged over test data. A dimension (or a time step) with KL near 0 "
+            "for all data carries no information about x: posterior collapse shows up here. Per dimension, the KL "
+            "is between per-dimension marginals.</p>")
+    return "kl", "KL per dimension and per time step", text + figure(D.plot_kl(kl), "KL per dimension")
+
+
+def ppc_section(ctx):
+    from . import diagnostics as D
+
+    text = ("<p>Test statistics T(x) of the observed test data (black) against data replicated from "
+            "p(x | z), z ~ q(z | x) (one curve per draw; ArviZ <code>plot_ppc</code>). Systematic offsets show what "
+            "the model does not reproduce.</p>")
+    return "ppc", "Posterior predictive checks", text + figure(D.plot_ppc(ctx["idata"]), "posterior predictive checks")
+
+
+def notes_section(ctx):
+    return "notes", "Notes", (
+        "<p>Draws from a variational guide are independent, so R-hat and effective sample sizes are not "
+        "convergence diagnostics here and are not shown. The guide's quality is judged by k-hat and the ELBO gap; "
+        f"the ArviZ InferenceData behind this page is <code>posterior.nc</code> in the run directory "
+        f"(groups: {html.escape(', '.join(ctx['idata'].groups()))}).</p>")
+
+
+SECTIONS = (config_section, training_section, numbers_section, verdict_section, khat_section, samples_section,
+            traversal_section, kl_section, ppc_section, notes_section)
+
+
+def verdict_sentence(bands: dict) -> str:
+    if bands["bad"] > 0.1:
+        return (f"The guide is not trustworthy for {bands['bad']:.0%} of test datapoints (k-hat > 0.7): their "
+                "importance-sampled log p(x), standard errors and posterior summaries are unreliable. A richer guide "
+                "(low-rank, IAF), longer training or an importance-weighted objective may help.")
+    if bands["good"] + bands["ok"] >= 0.9 and bands["ok"] > bands["good"]:
+        return ("Most datapoints are in the usable band (0.5-0.7): the guide is a workable importance proposal, "
+                "but not close to the posterior; trust importance-sampled quantities more than the ELBO.")
+    return (f"The guide is a good importance proposal for {bands['good']:.0%} of test datapoints (k-hat < 0.5) "
+            f"and usable for {bands['ok']:.0%}.")
+
+
+# -- pictures -----------------------------------------------------------------------------------
+
+def _decoder_mean(model, z: torch.Tensor) -> torch.Tensor | None:
+    """Mean of p(x | z) for decoder models (the VAE family); None for others."""
+    if not (hasattr(model, "decoder") and hasattr(model, "likelihood")):
+        return None
+    with torch.no_grad():
+        return model.likelihood.mean(model.decoder(z))
+
+
+def _image_shape(ctx):
+    shape = getattr(ctx["dataset"], "image_shape", None)
+    return tuple(shape) if shape else None
+
+
+def _posterior_mean_z(ctx, var: str = "z"):
+    post = ctx["idata"].posterior
+    if var not in post or "latent" not in post[var].dims or "time" in post[var].dims:
+        return None
+    return torch.as_tensor(post[var].mean(("chain", "draw")).values, dtype=torch.float32)
+
+
+def image_panels(ctx, n: int = 16):
+    from .plots import show_images
+
+    shape, idata, model = _image_shape(ctx), ctx["idata"], ctx["model"]
+    if shape is None or "x" not in idata.observed_data:
+        return None
+    device = next(model.parameters()).device
+    panels = {"test data": torch.as_tensor(idata.observed_data["x"].values[:n])}
+    if "z" in idata.posterior and "time" not in idata.posterior["z"].dims:
+        z = torch.as_tensor(idata.posterior["z"].values[0, 0, :n], device=device)
+        recon = _decoder_mean(model, z)
+        if recon is not None:
+            panels["reconstructions (mean of p(x|z))"] = recon.cpu()
+    panels["replicated x ~ p(x|z)"] = torch.as_tensor(idata.posterior_predictive["x"].values[0, 0, :n])
+    if hasattr(model, "sample"):
+        with torch.no_grad():
+            panels["samples from p(x)"] = model.sample(n).cpu()
+    return show_images(panels, shape, ncol=4)
+
+
+def worst_datapoint_images(ctx, obs) -> str:
+    from .plots import show_images
+
+    shape, idata = _image_shape(ctx), ctx["idata"]
+    if shape is None or "x" not in idata.observed_data:
+        return ""
+    index = [int(np.flatnonzero(idata.observed_data["obs"].values == o)[0]) for o in obs]
+    panels = {"worst datapoints": torch.as_tensor(idata.observed_data["x"].values[index]),
+              "replicated": torch.as_tensor(idata.posterior_predictive["x"].values[0, 0, index])}
+    return figure(show_images(panels, shape, ncol=4), "worst datapoints")
+
+
+def piano_roll_panels(ctx, n: int = 3):
+    from .music import plot_piano_rolls
+
+    idata, model = ctx["idata"], ctx["model"]
+    x = idata.observed_data.get("x")
+    if x is None or "time" not in x.dims:
+        return None
+    rolls, titles = [], []
+    for i in range(min(n, x.sizes["obs"])):
+        frames = int(x.isel(obs=i).notnull().all("feature").sum())
+        rolls += [np.nan_to_num(x.values[i, :frames]), np.nan_to_num(idata.posterior_predictive["x"].values[0, 0, i, :frames])]
+        titles += [f"test sequence {i}", f"replicated from p(x | z), z ~ q (sequence {i})"]
+    if hasattr(model, "sample"):
+        with torch.no_grad():
+            rolls += list(model.sample(2, min(64, x.sizes["time"])).cpu().numpy())
+        titles += ["sample from p(x)", "sample from p(x)"]
+    return plot_piano_rolls(rolls, titles)
+
+
+def latent_traversals(ctx, steps: int = 9, max_dims: int = 16):
+    import matplotlib.pyplot as plt
+
+    from . import diagnostics as D
+    from .plots import image_grid
+
+    shape, model = _image_shape(ctx), ctx["model"]
+    means = _posterior_mean_z(ctx)
+    if shape is None or means is None or _decoder_mean(model, means[:1].to(_device(model))) is None:
+        return None
+    activity = D.latent_activity(ctx["idata"], "z").values
+    dims = np.argsort(-activity)[:max_dims]
+    values = torch.linspace(-3, 3, steps)
+    z = means[0].repeat(len(dims), steps, 1)
+    for row, d in enumerate(dims):
+        z[row, :, d] = values
+    images = _decoder_mean(model, z.reshape(-1, z.shape[-1]).to(_device(model))).cpu()
+    fig, ax = plt.subplots(figsize=(0.75 * steps + 1, 0.75 * len(dims) + 0.6))
+    ax.imshow(image_grid(images, shape, ncol=steps), cmap="gray_r", interpolation="nearest")
+    ax.set_yticks([(shape[1] + 1) * r + shape[1] / 2 for r in range(len(dims))], [f"z[{d}]" for d in dims])
+    ax.set_xticks([(shape[2] + 1) * c + shape[2] / 2 for c in range(steps)], [f"{v:.1f}" for v in values.tolist()])
+    ax.tick_params(length=0)
+    fig.tight_layout()
+    return fig
+
+
+def frames_per_datapoint(idata):
+    """Real (unpadded) frames per sequence, or None for non-sequence data."""
+    x = next(iter(idata.observed_data.data_vars.values()))
+    if "time" not in x.dims:
+        return None
+    return x.notnull().all([d for d in x.dims if d not in ("obs", "time")]).sum("time")
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+
+STYLE = """
+.ppgen-report { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+  color: #1b1b1b; max-width: 1150px; line-height: 1.45; }
+.ppgen-report h1 { font-size: 1.6em; margin-bottom: 0.1em; }
+.ppgen-report h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+.ppgen-report .subtitle { color: #666; margin-top: 0; }
+.ppgen-report table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+.ppgen-report th, .ppgen-report td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }
+.ppgen-report th { background: #f4f4f4; }
+.ppgen-report img { max-width: 100%; height: auto; }
+.ppgen-report figure { margin: 0.6em 0; }
+.ppgen-report nav a { margin-right: 0.8em; }
+"""
+
+
+def render(title: str, sections, subtitle: str = "") -> str:
+    """The report body: a title, a table of contents and the sections."""
+    toc = " ".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)
+    parts = [f"<style>{STYLE}</style>", f"<h1>{html.escape(title)}</h1>",
+             f'<p class="subtitle">{html.escape(subtitle)}</p>', f"<nav>{toc}</nav>"]
+    parts += [f'<section id="{sid}"><h2>{html.escape(name)}</h2>{content}</section>' for sid, name, content in sections]
+    return '<div class="ppgen-report">' + "\n".join(parts) + "</div>"
+
+
+def page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+            f"</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def table(header, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def figure(fig, alt: str, dpi: int = 90) -> str:
+    """A matplotlib figure as an embedded PNG (closed afterwards)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _khat_text(k: float) -> str:
+    return "-inf (exact)" if np.isneginf(k) else f"{k:.2f}"
+
+
+def _first(data, n: int | None):
+    if n is None:
+        return data
+    return tuple(t[:n] for t in data) if isinstance(data, (tuple, list)) else data[:n]
+
+
+def _posterior_draws(test) -> int:
+    # cap the stored arrays at ~2 * 10^7 entries (long sequences): 100 draws of 447 digits is ~3 * 10^6
+    x = test[0] if isinstance(test, (tuple, list)) else test
+    return int(np.clip(2e7 // max(1, x.numel()), 10, POSTERIOR_DRAWS))
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+__all__ = ["Report", "report", "render", "page", "table", "figure", "SECTIONS"]
