@@ -81,9 +81,7 @@ def load_run(run_dir, device: str = "auto"):
     """(model, guide, dataset, config) of a finished or interrupted run, weights from its
     checkpoint (the best-validation weights when early stopping kept them)."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
-    config = read_json(run_dir / "config.json")
+    config = read_config(run_dir)
     run = runner(config["model"])
     if hasattr(run, "load_run"):
         return run.load_run(run_dir, config, device)
@@ -105,7 +103,7 @@ def load_run(run_dir, device: str = "auto"):
 
 def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000) -> dict:
     """Recompute the run's metrics from its checkpoint and rewrite metrics.json."""
-    config = read_json(Path(run_dir) / "config.json")
+    config = read_config(run_dir)
     if hasattr(runner(config["model"]), "eval_run"):
         return runner(config["model"]).eval_run(run_dir, device=device, iwae_k=iwae_k)
     model, guide, dataset, config = load_run(run_dir, device)
@@ -114,6 +112,14 @@ def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000) -> dict:
     metrics = {**old, **runner(config["model"]).metrics(model, guide, dataset, k=iwae_k), "device": str(resolve_device(device))}
     write_json(path, metrics)
     return metrics
+
+
+def read_config(run_dir) -> dict:
+    """The config.json of a run directory, with errors that say which of the two is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    return read_json(run_dir / "config.json")
 
 
 def read_json(path) -> dict:
