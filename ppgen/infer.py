@@ -120,7 +120,7 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
     pyro.set_rng_seed(cfg.seed)
     check_sites(model, guide, *(t[:2] for t in data))  # also creates lazily-built guide params
     params = list(model.parameters()) + list(guide.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = LR_SCHEDULES[cfg.lr_schedule](optimizer, cfg.epochs)
     objective = ELBOS[cfg.elbo](cfg.num_particles)
     hist = History(device=str(dev))
@@ -198,6 +198,16 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
 
 
 
+def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with the fused kernel where the device has one: the whole update in one pass
+    instead of ~10 small ops per parameter tensor, about 0.5 ms less per step on CPU for the
+    digits VAE (a ~4 ms step; benchmarks/vae_overhead.py). Same algorithm and state dict."""
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without a fused Adam
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 @torch.no_grad()
 def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles: int = 1) -> float:
     """The ELBO averaged over datapoints (nats), beta = 1, in eval mode."""
@@ -255,4 +265,4 @@ def _check_data(model, data, what: str) -> None:
             raise ValueError(f"{what}: {e}") from None
 
 
-__all__ = ["FitConfig", "History", "NonFiniteLossError", "fit", "elbo_per_datapoint", "LR_SCHEDULES"]
+__all__ = ["FitConfig", "History", "NonFiniteLossError", "fit", "elbo_per_datapoint", "make_optimizer", "LR_SCHEDULES"]

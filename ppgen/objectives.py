@@ -12,8 +12,11 @@ import math
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer.util import MultiFrameTensor, is_validation_enabled
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.subsample_messenger import _Subsample
+from torch.distributions import kl_divergence
 
 
 class ScaleLatents(Messenger):
@@ -34,28 +37,176 @@ def with_beta(fn, beta: float):
     return fn if beta == 1.0 else ScaleLatents(beta)(fn)
 
 
+class _Record(Messenger):
+    """The sample sites of one run of a Pyro program, in order (a minimal ``poutine.trace``).
+
+    With ``replay`` (another record's sites) it also does ``poutine.replay``: latent sites
+    named there take that value. Sites are kept as the messages themselves (no copy), read
+    after the run, when every handler has set ``scale``, ``mask`` and ``cond_indep_stack``.
+    This is all an ELBO needs from Pyro's tracing, at a fraction of its Python cost.
+    """
+
+    def __init__(self, replay: dict | None = None):
+        super().__init__()
+        self.sites: dict = {}
+        self.replay = replay
+
+    def _pyro_sample(self, msg):
+        if self.replay is None or msg["is_observed"]:
+            return
+        guide_msg = self.replay.get(msg["name"])
+        if guide_msg is not None:
+            if guide_msg["is_observed"]:
+                raise RuntimeError(f"site {msg['name']} must be sampled in trace")
+            msg["done"] = True
+            msg["value"] = guide_msg["value"]
+            msg["infer"] = guide_msg["infer"]
+
+    def _pyro_post_sample(self, msg):
+        if msg["infer"].get("_do_not_trace"):  # Pyro's trace skips these auxiliary sites too
+            return
+        name = msg["name"]
+        if name in self.sites:
+            raise RuntimeError(f"Multiple sample sites named '{name}'")
+        self.sites[name] = msg
+
+
+def _latent_sites(record: _Record):
+    """(name, msg) of the sample sites that are not plate subsample sites."""
+    return [(name, msg) for name, msg in record.sites.items() if type(msg["fn"]) is not _Subsample]
+
+
+def _log_prob(msg) -> torch.Tensor:
+    """A site's log-density, scaled and masked as ``Trace.compute_log_prob`` does."""
+    lp = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
+    return scale_and_mask(lp, msg["scale"], msg["mask"])
+
+
+def _run_pair(model, guide, args, particles=None, detach_guide: bool = False):
+    """Run the guide, then the model replayed against it (``get_importance_trace`` without
+    the Trace objects); ``particles``, a ``pyro.plate``, wraps both to vectorize draws."""
+    if particles is not None:
+        model, guide = particles(model), particles(guide)
+    guide_record = _Record()
+    with guide_record:
+        guide(*args)
+    if detach_guide:
+        for msg in guide_record.sites.values():
+            msg["value"] = msg["value"].detach()
+    model_record = _Record(replay=guide_record.sites)
+    with model_record:
+        model(*args)
+    return _latent_sites(model_record), _latent_sites(guide_record)
+
+
+def _is_guide_messenger(guide) -> bool:
+    return isinstance(poutine.unwrap(guide), Messenger)
+
+
 class TraceELBO:
-    """-ELBO by Pyro's ``Trace_ELBO`` (``num_particles`` vectorized samples)."""
+    """-ELBO by the Monte Carlo estimator of Pyro's ``Trace_ELBO``, with ``num_particles``
+    vectorized samples.
+
+    During training (Pyro validation off, as in :func:`ppgen.infer.fit`) the model and guide
+    are run under one small recording handler instead of Pyro's trace/replay machinery; the
+    value and gradients are those of ``pyro.infer.Trace_ELBO`` on the same random draws
+    (tests/test_objectives.py checks this): reparameterized sites enter pathwise,
+    non-reparameterized ones through the score-function surrogate with the same plate-wise
+    Rao-Blackwellization; plates, masks, scales and ``pyro.markov`` loops are honoured. With
+    validation on (Pyro's default, so interactive use and tests) it calls Pyro's own
+    ``Trace_ELBO``, which also checks that model and guide sites match and have valid shapes.
+    """
 
     name = "trace"
+    _pyro_elbo_class = pyro.infer.Trace_ELBO
 
-    def __init__(self, num_particles: int = 1):
-        self.elbo = pyro.infer.Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
-                                          max_plate_nesting=1)
+    def __init__(self, num_particles: int = 1, *, max_plate_nesting: int = 1):
+        self.num_particles = int(num_particles)
+        self.max_plate_nesting = int(max_plate_nesting)  # the particle plate sits just left of these dims
+        self.pyro_elbo = self._pyro_elbo_class(num_particles=self.num_particles,
+                                               vectorize_particles=self.num_particles > 1,
+                                               max_plate_nesting=self.max_plate_nesting)
 
     def __call__(self, model, guide, *args):
-        return self.elbo.differentiable_loss(model, guide, *args)
+        if is_validation_enabled() or _is_guide_messenger(guide):
+            return self.pyro_elbo.differentiable_loss(model, guide, *args)
+        particles = None
+        if self.num_particles > 1:  # as Pyro's vectorize_particles: one plate left of all others
+            particles = pyro.plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting - 1)
+        model_sites, guide_sites = _run_pair(model, guide, args, particles)
+        return self._loss(model_sites, guide_sites) / self.num_particles
+
+    @staticmethod
+    def _loss(model_sites, guide_sites) -> torch.Tensor:
+        """-ELBO of one (vectorized) draw, as Trace_ELBO._differentiable_loss_particle forms it."""
+        model_lp = [_log_prob(msg) for _, msg in model_sites]
+        elbo = sum(lp.sum() for lp in model_lp)
+        surrogate = elbo
+        guide_lp, score_sites = {}, []
+        for name, msg in guide_sites:
+            log_q, score_function, entropy = _score_parts(msg)
+            guide_lp[name] = log_q
+            log_q_sum = log_q.sum()
+            elbo = elbo - log_q_sum
+            if not is_identically_zero(entropy):  # pathwise term (the whole log q when reparameterized)
+                surrogate = surrogate - (log_q_sum if entropy is log_q else entropy.sum())
+            if not is_identically_zero(score_function):
+                score_sites.append((msg["cond_indep_stack"], score_function))
+        if not score_sites:  # every guide site reparameterized: the surrogate is the ELBO itself
+            return -surrogate
+        # score-function terms, Rao-Blackwellized by plates as in Trace_ELBO's _compute_log_r
+        log_r = MultiFrameTensor()
+        for (name, msg), lp in zip(model_sites, model_lp):
+            term = lp if msg["is_observed"] else lp - guide_lp[name]
+            log_r.add((msg["cond_indep_stack"], term.detach()))
+        for stack, score_function in score_sites:
+            surrogate = surrogate + (log_r.sum_to(stack) * score_function).sum()
+        # value: the ELBO; gradient: the surrogate's (Trace_ELBO returns the same pair)
+        return -elbo.detach() - (surrogate - surrogate.detach())
 
 
 class MeanFieldELBO(TraceELBO):
-    """-ELBO by ``TraceMeanField_ELBO``: the KL term in closed form where one exists (Normal
-    guide vs Normal prior, spike-and-slab vs spike-and-slab), Monte Carlo otherwise."""
+    """-ELBO by the estimator of ``TraceMeanField_ELBO``: the KL term in closed form where one
+    exists (Normal guide vs Normal prior, spike-and-slab vs spike-and-slab), Monte Carlo
+    otherwise (silently, as Pyro does). Same two paths as :class:`TraceELBO`."""
 
     name = "meanfield"
+    _pyro_elbo_class = pyro.infer.TraceMeanField_ELBO
 
-    def __init__(self, num_particles: int = 1):
-        self.elbo = pyro.infer.TraceMeanField_ELBO(num_particles=num_particles,
-                                                   vectorize_particles=num_particles > 1, max_plate_nesting=1)
+    @staticmethod
+    def _loss(model_sites, guide_sites) -> torch.Tensor:
+        guide_by_name = dict(guide_sites)
+        elbo = 0.0
+        for name, msg in model_sites:
+            if msg["is_observed"]:
+                elbo = elbo + _log_prob(msg).sum()
+                continue
+            q = guide_by_name[name]
+            try:
+                kl = scale_and_mask(kl_divergence(q["fn"], msg["fn"]), q["scale"], q["mask"])
+                elbo = elbo - (kl.sum() if torch.is_tensor(kl) else kl * q["fn"].batch_shape.numel())
+            except NotImplementedError:
+                elbo = elbo + _log_prob(msg).sum() - _entropy_term(q).sum()
+        model_names = {name for name, _ in model_sites}
+        for name, q in guide_sites:  # auxiliary guide sites, absent from the model
+            if name not in model_names:
+                elbo = elbo - _entropy_term(q).sum()
+        return -elbo
+
+
+def _score_parts(msg):
+    """(log q, score-function term, entropy term) of a guide site, scaled and masked as
+    ``Trace.compute_score_parts`` does (the score-function term is not scaled). For a
+    reparameterized site the entropy term *is* log q: it is scaled once and shared."""
+    parts = msg["fn"].score_parts(msg["value"], *msg["args"], **msg["kwargs"])
+    log_q = scale_and_mask(parts.log_prob, msg["scale"], msg["mask"])
+    entropy = parts.entropy_term
+    entropy = log_q if entropy is parts.log_prob else scale_and_mask(entropy, msg["scale"], msg["mask"])
+    return log_q, parts.score_function, entropy
+
+
+def _entropy_term(msg) -> torch.Tensor:
+    return _score_parts(msg)[2]
 
 
 class IWAE:
@@ -85,25 +236,17 @@ def log_importance_weights(model, guide, *args, num_particles: int = 1, data_pla
     sequence steps contribute nothing). A latent site outside the data plate (a global
     latent) has no per-datapoint weight, and raises ``ValueError``.
     """
-    particle_dim = -2  # the data plate sits at dim -1 in every ppgen model
-    plate = pyro.plate("_particles", num_particles, dim=particle_dim)
+    particles = pyro.plate("_particles", num_particles, dim=-2)  # the data plate sits at dim -1 in every ppgen model
     with pyro.validation_enabled(False):
-        guide_trace = poutine.trace(plate(guide)).get_trace(*args)
-        if detach_guide:
-            guide_trace.detach_()
-        model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(*args)
+        model_sites, guide_sites = _run_pair(model, guide, args, particles, detach_guide)
     total = 0.0
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        trace = prune_subsample_sites(trace)
-        trace.compute_log_prob()
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            total = total + sign * _per_datapoint(site, name, num_particles, data_plate)
+    for sites, sign in ((model_sites, 1.0), (guide_sites, -1.0)):
+        for name, msg in sites:
+            total = total + sign * _per_datapoint(msg, _log_prob(msg), name, num_particles, data_plate)
     return total
 
 
-def _per_datapoint(site, name, num_particles, data_plate):
+def _per_datapoint(site, lp, name, num_particles, data_plate):
     dims = {f.name: f.dim for f in site["cond_indep_stack"]}
     if data_plate not in dims:
         raise ValueError(
@@ -112,7 +255,6 @@ def _per_datapoint(site, name, num_particles, data_plate):
         )
     if dims[data_plate] != -1:
         raise ValueError(f"the {data_plate!r} plate must be the innermost plate (dim=-1), got dim={dims[data_plate]}")
-    lp = site["log_prob"]
     lp = lp.reshape((1,) * max(0, 2 - lp.dim()) + lp.shape)
     if lp.dim() > 2:  # nested plates left of the particle dim are summed out
         lp = lp.sum(list(range(lp.dim() - 2)))

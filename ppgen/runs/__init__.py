@@ -15,6 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 from ..checkpoint import load_checkpoint
 from ..device import resolve_device
 from ..infer import FitConfig, fit
@@ -31,6 +33,7 @@ RUNNERS = {
 }
 
 FIT_KEYS = tuple(FitConfig.__dataclass_fields__)
+NULLABLE = ("clip_norm", "patience")  # None is a meaningful setting for these: "off"
 
 
 def runner(model_name: str):
@@ -47,9 +50,13 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
     if hasattr(run, "train_run"):
         return run.train_run(config, out, resume=resume, device=device, progress=progress, iwae_k=iwae_k)
     dataset = run.load_dataset(config["data"])
+    torch.manual_seed(config.get("seed", 0))  # network initialisation is part of the seeded run
     model, guide = run.build(config, dataset)
     config = {**config, "prior": getattr(model.prior, "name", config.get("prior")),
               "guide": config.get("guide") or _guide_name(guide)}
+    for key, value in getattr(run, "FIT_DEFAULTS", {}).items():  # the family's tuned settings
+        if config.get(key) is None:
+            config[key] = value
     if resume:
         saved = read_json(out / "config.json")
         diff = {k: (saved.get(k), v) for k, v in config.items() if k != "epochs" and saved.get(k) != v}
@@ -60,7 +67,7 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
-    fit_cfg = {k: config[k] for k in FIT_KEYS if k in config}
+    fit_cfg = {k: config[k] for k in FIT_KEYS if k in config and (config[k] is not None or k in NULLABLE)}
     hist = fit(model, guide, dataset.train, dataset.val, checkpoint=out / "checkpoint.pt", resume=resume,
                device=device, progress=progress, **fit_cfg)
     metrics = {

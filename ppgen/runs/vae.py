@@ -12,6 +12,9 @@ from ..models import MODELS, SparseVAE
 from ..plots import show_images
 from ..priors import PRIORS
 
+#: fit settings tuned on digits (benchmarks/digits_vae.py, BENCHMARKS.md); a CLI flag overrides them
+FIT_DEFAULTS = {"weight_decay": 0.03}
+
 DEFAULTS = {"prior": None, "guide": None, "z_dim": 16, "hidden": 256, "likelihood": None}
 
 
