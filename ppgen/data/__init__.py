@@ -11,9 +11,15 @@ from pathlib import Path
 from .base import Dataset, as_dataset, check_tensor
 from .digits import load_digits
 from .idx import load_idx, read_idx, write_idx
+from .sprites import load_sprites
+from .polyphonic import SequenceDataset, load_chorales, load_jsb, load_synthetic
 
 DATASETS = {
     "digits": load_digits,
+    "sprites": load_sprites,
+    "jsb": load_jsb,
+    "chorales": load_chorales,
+    "synthetic": load_synthetic,
 }
 
 

@@ -5,12 +5,15 @@ from .amortized import DiagonalNormalGuide, LowRankNormalGuide
 from .flows import IAFGuide
 from .sites import SiteMismatchError, check_sites, latent_sites
 from .spike_slab import SpikeAndSlabGuide
+from .vrnn import FilteringGuide, SmoothingGuide
 
 GUIDES = {
     "diag_normal": DiagonalNormalGuide,
     "lowrank_normal": LowRankNormalGuide,
     "iaf": IAFGuide,
     "spike_and_slab": SpikeAndSlabGuide,
+    "vrnn_filtering": FilteringGuide,
+    "vrnn_smoothing": SmoothingGuide,
 }
 
 __all__ = ["GUIDES", "DiagonalNormalGuide", "LowRankNormalGuide", "IAFGuide", "SpikeAndSlabGuide",

@@ -1,0 +1,50 @@
+"""The conv VAE (and the VAE-GAN's model/guide pair) as a run: build from a config, evaluate.
+
+Trained by :func:`ppgen.infer.fit` like the MLP VAE; the dataset, figures and samples are
+the VAE runner's (:mod:`ppgen.runs.vae`)."""
+from __future__ import annotations
+
+from ..evaluate import evaluate
+from ..guides import GUIDES
+from ..models import MODELS
+from ..models.conv_vae import conv_guide
+from ..priors import PRIORS
+from .vae import _pick, load_dataset, sample, save_figures  # noqa: F401  (the runner interface)
+
+DEFAULTS = {"prior": None, "guide": None, "z_dim": 16, "hidden": 256, "width": 32, "likelihood": None}
+SPARSE_PRIORS = ("laplace", "spike_and_slab")
+
+
+def build(config: dict, dataset):
+    """(model, guide) from a run config: ``model`` (conv_vae or vaegan), ``prior``, ``guide``
+    (any amortized guide; it gets a conv encoder), ``z_dim``, ``hidden`` (the encoder's dense
+    layer), ``width`` (conv channels at full resolution), ``likelihood``; for the VAE-GAN
+    also ``spectral_norm`` (of the discriminator)."""
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    model_cls = _pick(MODELS, config["model"], "model")
+    kwargs = {"hidden": cfg["hidden"], "width": cfg["width"]}
+    if cfg["prior"] is not None:
+        kwargs["prior"] = _pick(PRIORS, cfg["prior"], "prior")(cfg["z_dim"])
+    if cfg["likelihood"] is not None:
+        kwargs["likelihood"] = cfg["likelihood"]
+    if cfg.get("spectral_norm"):
+        kwargs["spectral_norm"] = True
+    model = model_cls.for_data(dataset, cfg["z_dim"], **kwargs)
+    guide_name = cfg["guide"] or default_guide(model)
+    return model, conv_guide(_pick(GUIDES, guide_name, "guide"), model)
+
+
+def default_guide(model) -> str:
+    """The spike-and-slab guide for the spike-and-slab prior (the pairing with finite KL from
+    exact zeros); the diagonal Normal otherwise."""
+    return "spike_and_slab" if model.prior.name == "spike_and_slab" else "diag_normal"
+
+
+def metrics(model, guide, dataset, k: int = 1000) -> dict:
+    """Test ELBO, IWAE log p(x) and active units; code sparsity under a sparse prior; MIG of
+    the posterior means against the ground-truth factors where the data have them (sprites)."""
+    from ..compare import code_mig
+
+    out = evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.name in SPARSE_PRIORS)
+    mig = code_mig(guide, dataset)
+    return {**out, **({"mig": mig} if mig is not None else {})}

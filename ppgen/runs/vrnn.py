@@ -1,0 +1,102 @@
+"""The VRNN as a run: build from a config, evaluate per frame, draw piano rolls, write MIDI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import data as data_mod
+from ..data.polyphonic import SequenceDataset
+from ..evaluate_sequences import continuation_log_likelihood, sequence_metrics, elbo_per_frame
+from ..guides import GUIDES
+from ..models.vrnn import VRNN, VRNN_PRIORS
+from ..music import plot_continuations, plot_piano_rolls, write_midi
+
+DEFAULTS = {"z_dim": 16, "hidden": 128, "rnn": "gru", "prior": "learned", "guide": "vrnn_smoothing",
+            "likelihood": None}
+VRNN_GUIDES = ("vrnn_filtering", "vrnn_smoothing")
+
+
+def load_dataset(spec: str) -> SequenceDataset:
+    """A sequence dataset: ``jsb:PATH``, ``chorales``, ``synthetic[:binary|real]`` or a polyphonic file."""
+    name, _, _ = spec.partition(":")
+    if name not in data_mod.DATASETS and Path(spec).suffix in (".mat", ".pickle", ".pkl"):
+        return data_mod.polyphonic.load_polyphonic(spec)
+    dataset = data_mod.load(spec)
+    if not isinstance(dataset, SequenceDataset):
+        raise ValueError(f"the VRNN needs sequence data (jsb:PATH, chorales, synthetic); {spec!r} is not")
+    return dataset
+
+
+def build(config: dict, dataset) -> tuple:
+    """(model, guide) from a run config: ``z_dim``, ``hidden``, ``rnn`` (gru|lstm), ``prior``
+    (learned|standard), ``guide`` (vrnn_filtering|vrnn_smoothing), ``likelihood``."""
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k in DEFAULTS and v is not None}}
+    if cfg["prior"] not in VRNN_PRIORS:
+        raise ValueError(f"unknown VRNN prior {cfg['prior']!r}; choose one of: {', '.join(VRNN_PRIORS)}")
+    if cfg["guide"] not in VRNN_GUIDES:
+        raise ValueError(f"unknown VRNN guide {cfg['guide']!r}; choose one of: {', '.join(VRNN_GUIDES)}")
+    kwargs = {k: cfg[k] for k in ("z_dim", "hidden", "rnn", "prior")}
+    if cfg["likelihood"] is not None:
+        kwargs["likelihood"] = cfg["likelihood"]
+    model = VRNN.for_data(dataset, **kwargs)
+    return model, GUIDES[cfg["guide"]].for_model(model)
+
+
+def metrics(model, guide, dataset, k: int = 500) -> dict:
+    """Per-frame test ELBO and IWAE (k draws) log-likelihoods, plus the validation ELBO."""
+    return {**sequence_metrics(model, guide, dataset.test, k=k),
+            "val_elbo_per_frame_nats": elbo_per_frame(model, guide, dataset.val)}
+
+
+def save_figures(model, guide, dataset, run_dir) -> list[Path]:
+    """run_dir/samples.png (generated piano rolls) and run_dir/continuation.png (a test piece's
+    opening, sampled continuations and the true one)."""
+    run_dir = Path(run_dir)
+    paths = [sample(model, 4, 64, run_dir / "samples.png", midi=False)["figure"]]
+    prefix = min(16, int(dataset.test[1].sum(-1).max()) // 2)
+    out = continue_run(model, guide, dataset, prefix, 32, 3, run_dir / "continuation.png", midi=False, k=0)
+    return paths + [out["figure"]]
+
+
+def sample(model, n: int, T: int, out_path, *, midi: bool = True) -> dict:
+    """``n`` generated sequences of ``T`` frames: a figure at ``out_path`` (PNG) and, for piano
+    rolls, ``<stem>_<i>.mid`` beside it."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    rolls = model.sample(n, T).cpu()
+    fig = plot_piano_rolls(rolls, [f"sample {i + 1}" for i in range(n)])
+    fig.savefig(out_path, dpi=100)
+    files = [write_midi(r, out_path.with_name(f"{out_path.stem}_{i + 1}.mid")) for i, r in enumerate(rolls)] \
+        if midi and model.x_dim == 88 else []
+    return {"figure": out_path, "midi": files}
+
+
+def continue_run(model, guide, dataset, prefix_frames: int, steps: int, num: int, out_path, *,
+                 piece: int | None = None, midi: bool = True, k: int = 100) -> dict:
+    """Continue a test piece after its first ``prefix_frames`` frames: ``num`` sampled
+    continuations of ``steps`` frames, drawn with the true continuation (figure at
+    ``out_path``, MIDI files beside it), and the per-frame log-likelihood of the true
+    continuations of every test piece (``k`` importance draws; ``k=0`` skips it)."""
+    x, mask = dataset.test
+    lengths = mask.sum(-1)
+    if piece is None:
+        candidates = (lengths >= prefix_frames + 1).nonzero().flatten()
+        if len(candidates) == 0:
+            raise ValueError(f"no test sequence is longer than {prefix_frames} frames")
+        piece = int(candidates[0])
+    xp, mp = x[piece:piece + 1, :prefix_frames], mask[piece:piece + 1, :prefix_frames]
+    conts = model.continue_sequences(guide, xp, mp, steps, num_continuations=num)[:, 0].cpu()
+    truth = x[piece, prefix_frames:prefix_frames + steps][mask[piece, prefix_frames:prefix_frames + steps]].cpu()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    plot_continuations(xp[0].cpu(), conts, truth if len(truth) else None).savefig(out_path, dpi=100)
+    files = []
+    if midi and model.x_dim == 88:
+        for i, c in enumerate(conts):
+            files.append(write_midi(torch.cat([xp[0].cpu(), c]), out_path.with_name(f"{out_path.stem}_{i + 1}.mid")))
+    result = {"figure": out_path, "midi": files, "piece": piece, "prefix_frames": prefix_frames, "steps": steps}
+    if k:
+        result["continuation_log_lik_per_frame_nats"] = continuation_log_likelihood(
+            model, guide, x, mask, prefix_frames, steps, k=k)
+    return result
