@@ -37,16 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--guide", default=None, help="guide name (default: the model's own)")
     t.add_argument("--elbo", default="trace", help="objective: " + ", ".join(objectives.ELBOS))
     t.add_argument("--particles", type=int, default=1, dest="num_particles", help="samples per datapoint (K for iwae)")
-    t.add_argument("--z-dim", type=int, default=16)
-    t.add_argument("--hidden", type=int, default=256)
-    t.add_argument("--epochs", type=int, default=1000, help="upper bound; early stopping usually ends sooner")
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--z-dim", type=int, default=None, help="latent size (default: the model family's, 16 for the VAEs)")
+    t.add_argument("--hidden", type=int, default=None, help="hidden units (default: the model family's, 256 for the VAEs)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default: the family's; 1000 for the VAEs, an upper bound for early stopping)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the family's (128 for the Pyro models)")
+    t.add_argument("--lr", type=float, default=None, help="default: the family's (1e-3 for the Pyro models)")
     t.add_argument("--beta", type=float, default=1.0, help="KL weight")
     t.add_argument("--anneal-epochs", type=float, default=0.0, help="linear KL annealing from 0 to beta")
     t.add_argument("--clip-norm", type=float, default=None)
     t.add_argument("--lr-schedule", default="constant")
-    t.add_argument("--patience", type=int, default=100, help="early stopping on the validation ELBO (epochs without improvement)")
+    t.add_argument("--patience", type=int, default=None,
+                   help="early stopping after this many epochs without a better validation ELBO (default: 100 for the VAEs, off otherwise)")
     t.add_argument("--weight-decay", type=float, default=None,
                    help="Adam L2 penalty (default: the model family's; 0.03 for the VAE family, tuned on digits)")
     t.add_argument("--iwae-k", type=int, default=1000, help="importance samples for the test log-likelihood")
@@ -75,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output PNG")
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--length", type=int, default=None, help="frames per sequence (sequence models; default 64)")
+
+    k = sub.add_parser("continue", help="continue real test sequences from their first frames (sequence models)")
+    k.add_argument("run_dir")
+    k.add_argument("--prefix", type=int, default=16, help="frames of the real sequence to condition on")
+    k.add_argument("--steps", type=int, default=32, help="frames to generate after the prefix")
+    k.add_argument("-n", type=int, default=4, help="continuations to draw")
+    k.add_argument("--piece", type=int, default=None, help="test sequence index (default: the first long enough)")
+    k.add_argument("--iwae-k", type=int, default=100, help="importance draws for the true continuation's log-likelihood")
+    k.add_argument("--out", required=True, help="output PNG (MIDI files are written beside it)")
+    k.add_argument("--device", default="auto")
+    k.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("report", help="write DIR/report.html (posterior diagnostics) and DIR/posterior.nc")
     r.add_argument("run_dir")
     r.add_argument("--samples", type=int, default=None, dest="num_samples",
@@ -120,8 +133,28 @@ def cmd_sample(args) -> None:
 
     torch.manual_seed(args.seed)
     model, guide, dataset, config = load_run(args.run_dir, args.device)
-    path = runner(config["model"]).sample(model, args.n, args.out, dataset=dataset)
-    print(f"wrote {path}")
+    result = runner(config["model"]).sample(model, args.n, args.out, dataset=dataset, length=args.length)
+    print(f"wrote {result}" if not isinstance(result, dict) else "\n".join(
+        f"wrote {p}" for p in [result["figure"], *result.get("midi", [])]))
+
+
+def cmd_continue(args) -> None:
+    import torch
+
+    from .runs import load_run, runner
+
+    torch.manual_seed(args.seed)
+    model, guide, dataset, config = load_run(args.run_dir, args.device)
+    run = runner(config["model"])
+    if not hasattr(run, "continue_run"):
+        raise ValueError(f"'continue' needs a sequence model; {config['model']!r} is not one")
+    result = run.continue_run(model, guide, dataset, args.prefix, args.steps, args.n, args.out, piece=args.piece,
+                              k=args.iwae_k)
+    for key, value in result.items():
+        if key != "midi":
+            print(f"{key}: {value}")
+    for path in result["midi"]:
+        print(f"wrote {path}")
 
 
 def cmd_report(args) -> None:
@@ -141,7 +174,8 @@ def cmd_quality(args) -> None:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-HANDLERS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "report": cmd_report, "quality": cmd_quality}
+HANDLERS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "continue": cmd_continue,
+            "report": cmd_report, "quality": cmd_quality}
 
 
 def _print_metrics(metrics: dict, where) -> None:

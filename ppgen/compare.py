@@ -165,8 +165,6 @@ def markdown_table(result: dict) -> str:
 def write_comparison(result: dict, out) -> dict:
     """Write ``out`` as Markdown (suffix .md added if missing), and beside it ``.json``
     (the rows and ceilings) and ``.png`` (data and each run's samples side by side)."""
-    from .plots import show_images
-
     out = Path(out)
     md = out if out.suffix == ".md" else out.with_name(out.name + ".md")
     md.parent.mkdir(parents=True, exist_ok=True)
@@ -174,8 +172,24 @@ def write_comparison(result: dict, out) -> dict:
     js = md.with_suffix(".json")
     js.write_text(json.dumps({k: result[k] for k in ("data", "n_samples", "rows", "real")}, indent=2) + "\n")
     png = md.with_suffix(".png")
-    show_images(result["samples"], result["image_shape"], path=png)
+    samples_figure(result["samples"], result["image_shape"]).savefig(png, dpi=110)
     return {"markdown": md, "json": js, "figure": png}
+
+
+def samples_figure(panels: dict, image_shape, per_row: int = 4):
+    """One panel of 32 images per named set (data first, then each run), ``per_row`` panels
+    to a row so that many runs stay legible."""
+    from .plots import image_grid, plt
+
+    rows = math.ceil(len(panels) / per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(3.4 * per_row, 2.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, images) in zip(axes.flat, panels.items()):
+        ax.imshow(image_grid(images[:32], image_shape, ncol=8), cmap="gray_r", interpolation="nearest")
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def _label(run_dir: Path, run_dirs) -> str:

@@ -83,3 +83,20 @@ def test_user_errors_are_one_line(args, message, tmp_path):
 def test_train_refuses_to_overwrite_a_run(run_dir):
     result = ppgen("train", "vae", *FAST, "--out", run_dir, check=False)
     assert result.returncode == 2 and "already holds a run" in result.stderr
+
+
+def test_vrnn_train_sample_continue(tmp_path):
+    run = tmp_path / "vrnn"
+    ppgen("train", "vrnn", "--data", "synthetic", "--epochs", "2", "--hidden", "16", "--z-dim", "4",
+          "--iwae-k", "5", "--quiet", "--device", "cpu", "--out", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test_elbo_per_frame_nats", "test_iwae_per_frame_nats", "iwae_k", "epochs", "train_seconds", "device"):
+        assert key in metrics, key
+    assert (metrics["model"], metrics["guide"]) == ("vrnn", "vrnn_smoothing")
+    out = ppgen("sample", run, "-n", "2", "--length", "12", "--out", tmp_path / "s.png", "--device", "cpu").stdout
+    assert (tmp_path / "s.png").is_file() and "s_2.mid" in out
+    out = ppgen("continue", run, "--prefix", "6", "--steps", "5", "-n", "2", "--iwae-k", "5",
+                "--out", tmp_path / "c.png", "--device", "cpu").stdout
+    assert "continuation_log_lik_per_frame_nats" in out and (tmp_path / "c.png").is_file()
+    result = ppgen("continue", tmp_path / "nope", "--out", tmp_path / "x.png", check=False)
+    assert result.returncode == 2 and "run directory not found" in result.stderr

@@ -78,7 +78,7 @@ def test_vrnn_run_helpers(tmp_path):
     json.dumps(m)
     paths = run.save_figures(model, guide, dataset, tmp_path)
     assert [p.name for p in paths] == ["samples.png", "continuation.png"] and all(p.stat().st_size for p in paths)
-    out = run.sample(model, 2, 10, tmp_path / "gen" / "s.png")
+    out = run.sample(model, 2, tmp_path / "gen" / "s.png", length=10)
     assert out["figure"].is_file() and [p.name for p in out["midi"]] == ["s_1.mid", "s_2.mid"]
     assert read_midi(out["midi"][0]).shape[1] == 88
     res = run.continue_run(model, guide, dataset, 8, 6, 2, tmp_path / "c.png", k=4)

@@ -33,7 +33,6 @@ RUNNERS = {
 }
 
 FIT_KEYS = tuple(FitConfig.__dataclass_fields__)
-NULLABLE = ("clip_norm", "patience")  # None is a meaningful setting for these: "off"
 
 
 def runner(model_name: str):
@@ -67,7 +66,7 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
-    fit_cfg = {k: config[k] for k in FIT_KEYS if k in config and (config[k] is not None or k in NULLABLE)}
+    fit_cfg = {k: config[k] for k in FIT_KEYS if config.get(k) is not None}
     hist = fit(model, guide, dataset.train, dataset.val, checkpoint=out / "checkpoint.pt", resume=resume,
                device=device, progress=progress, **fit_cfg)
     metrics = {

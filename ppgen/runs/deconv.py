@@ -101,7 +101,7 @@ def save_figures(net, dataset, task: str, run_dir) -> Path:
     return path
 
 
-def sample(model, n: int, out_path, dataset) -> Path:
+def sample(model, n: int, out_path, dataset, length=None) -> Path:
     """A restoration net draws no samples: ``ppgen sample`` shows ``n`` test images restored
     (``model.task`` is set by :func:`load_run`)."""
     show_images(before_after(model, dataset, model.task, n), dataset.image_shape, path=out_path)

@@ -88,6 +88,6 @@ def save_figures(generator: Generator, dataset, run_dir) -> Path:
     return path
 
 
-def sample(model: Generator, n: int, out_path, dataset) -> Path:
+def sample(model: Generator, n: int, out_path, dataset, length=None) -> Path:
     show_images({"samples": unit_samples(model, n)}, dataset.image_shape, path=out_path)
     return Path(out_path)

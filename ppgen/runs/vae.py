@@ -13,7 +13,7 @@ from ..plots import show_images
 from ..priors import PRIORS
 
 #: fit settings tuned on digits (benchmarks/digits_vae.py, BENCHMARKS.md); a CLI flag overrides them
-FIT_DEFAULTS = {"weight_decay": 0.03}
+FIT_DEFAULTS = {"epochs": 1000, "patience": 100, "weight_decay": 0.03}
 
 DEFAULTS = {"prior": None, "guide": None, "z_dim": 16, "hidden": 256, "likelihood": None}
 
@@ -64,7 +64,7 @@ def save_figures(model, guide, dataset, run_dir) -> Path:
     return path
 
 
-def sample(model, n: int, out_path, dataset) -> Path:
+def sample(model, n: int, out_path, *, dataset, length=None) -> Path:
     show_images({"samples": model.sample(n)}, dataset.image_shape or (1, 1, dataset.x_dim), path=out_path)
     return Path(out_path)
 

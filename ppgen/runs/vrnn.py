@@ -53,15 +53,16 @@ def save_figures(model, guide, dataset, run_dir) -> list[Path]:
     """run_dir/samples.png (generated piano rolls) and run_dir/continuation.png (a test piece's
     opening, sampled continuations and the true one)."""
     run_dir = Path(run_dir)
-    paths = [sample(model, 4, 64, run_dir / "samples.png", midi=False)["figure"]]
+    paths = [sample(model, 4, run_dir / "samples.png", length=64, midi=False)["figure"]]
     prefix = min(16, int(dataset.test[1].sum(-1).max()) // 2)
     out = continue_run(model, guide, dataset, prefix, 32, 3, run_dir / "continuation.png", midi=False, k=0)
     return paths + [out["figure"]]
 
 
-def sample(model, n: int, T: int, out_path, *, midi: bool = True) -> dict:
-    """``n`` generated sequences of ``T`` frames: a figure at ``out_path`` (PNG) and, for piano
-    rolls, ``<stem>_<i>.mid`` beside it."""
+def sample(model, n: int, out_path, *, dataset=None, length: int | None = None, midi: bool = True) -> dict:
+    """``n`` generated sequences of ``length`` frames (default 64): a figure at ``out_path``
+    (PNG) and, for piano rolls, ``<stem>_<i>.mid`` beside it."""
+    T = length or 64
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rolls = model.sample(n, T).cpu()
