@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     c = t.add_argument_group("conv_vae, gan, vaegan and deconv (the model's default when not given)")
     c.add_argument("--width", type=int, default=None, help="conv channels at full resolution")
-    c.add_argument("--spectral-norm", action="store_true", default=None, help="spectral norm in the discriminator")
+    c.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="spectral norm in the discriminator (default: on for gan, off for vaegan)")
     c.add_argument("--gradient-penalty", type=float, default=None, help="R1 penalty weight on the discriminator")
     c.add_argument("--adversarial-weight", type=float, default=None, help="vaegan: weight of -log D(x~) in the loss")
     c.add_argument("--feature-weight", type=float, default=None,

@@ -1,12 +1,9 @@
 """Figures shared by runs and reports (matplotlib, headless)."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves; notebooks stay inline
+import numpy as np
+import torch
 
 
 def image_grid(images: torch.Tensor, image_shape, ncol: int = 8) -> np.ndarray:

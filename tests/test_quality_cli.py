@@ -139,6 +139,6 @@ def test_help_lists_the_new_models_and_command():
     for name in ("conv_vae", "gan", "vaegan", "deconv", "quality"):
         assert name in out
     train_help = ppgen("train", "--help").stdout
-    for flag in ("--width", "--spectral-norm", "--gradient-penalty", "--adversarial-weight", "--feature-weight",
-                 "--task"):
+    for flag in ("--width", "--spectral-norm", "--no-spectral-norm", "--gradient-penalty", "--adversarial-weight",
+                 "--feature-weight", "--task"):
         assert flag in train_help

@@ -4,6 +4,7 @@ Trained by :func:`ppgen.infer.fit` like the MLP VAE; the dataset, figures and sa
 the VAE runner's (:mod:`ppgen.runs.vae`)."""
 from __future__ import annotations
 
+from ..compare import code_mig
 from ..evaluate import evaluate
 from ..guides import GUIDES
 from ..models import MODELS
@@ -43,8 +44,6 @@ def default_guide(model) -> str:
 def metrics(model, guide, dataset, k: int = 1000) -> dict:
     """Test ELBO, IWAE log p(x) and active units; code sparsity under a sparse prior; MIG of
     the posterior means against the ground-truth factors where the data have them (sprites)."""
-    from ..compare import code_mig
-
     out = evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.name in SPARSE_PRIORS)
     mig = code_mig(guide, dataset)
     return {**out, **({"mig": mig} if mig is not None else {})}

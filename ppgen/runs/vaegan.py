@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..compare import sample_quality, unit_samples
 from ..device import resolve_device
 from ..models.vaegan import train_vaegan
 from . import _guide_name, _to
@@ -51,8 +52,6 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
 def evaluate_run(model, guide, dataset, iwae_k: int, seed: int = 0) -> dict:
     """Likelihood metrics (as the conv VAE's) and the sample quality of ``len(test)`` means of
     p(x|z), z ~ p(z) (seeded)."""
-    from ..compare import sample_quality, unit_samples
-
     out = likelihood_metrics(model, guide, dataset, k=iwae_k)
     torch.manual_seed(seed)
     samples = unit_samples(model.eval(), dataset.test.shape[0])
