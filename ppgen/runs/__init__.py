@@ -56,16 +56,9 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
     for key, value in getattr(run, "FIT_DEFAULTS", {}).items():  # the family's tuned settings
         if config.get(key) is None:
             config[key] = value
-    if resume:
-        saved = read_json(out / "config.json")
-        diff = {k: (saved.get(k), v) for k, v in config.items() if k != "epochs" and saved.get(k) != v}
-        if diff:
-            raise ValueError("cannot resume: the run was made with other settings: "
-                             + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()))
-    elif (out / "checkpoint.pt").exists():
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config)
+    from .own_loop import start_run  # the same run-directory rules for every family
+
+    start_run(out, config, resume)
     fit_cfg = {k: config[k] for k in FIT_KEYS if config.get(k) is not None}
     hist = fit(model, guide, dataset.train, dataset.val, checkpoint=out / "checkpoint.pt", resume=resume,
                device=device, progress=progress, **fit_cfg)

@@ -1,6 +1,6 @@
-"""The run-directory bookkeeping shared by families with their own training loop (gan,
-vaegan, deconv): the config check on resume, the refusal to overwrite a run, and loading a
-checkpoint's networks."""
+"""Run-directory bookkeeping: the config check on resume and the refusal to overwrite a run
+(every family), and, for the families with their own training loop (gan, vaegan, deconv),
+loading a checkpoint's networks."""
 from __future__ import annotations
 
 from pathlib import Path
