@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import rng_state, save_atomic, set_rng_state
+from .checkpoint import rng_state, save_atomic
 from .device import resolve_device
-from .loops import check_images, load_for_resume, stop_if_not_finite
+from .loops import check_images, resume_from, stop_if_not_finite
 from .quality import psnr, ssim
 
 
@@ -184,10 +184,7 @@ def train_restoration(data: torch.Tensor, image_shape: Sequence[int], task: str 
     history = {"epoch": [], "loss": [], "seconds": []}
     start = 0
     if resume:
-        state = load_for_resume(checkpoint, asdict(cfg), dev)
-        net.load_state_dict(state["model"]), opt.load_state_dict(state["optimizer"])
-        history, start = state["history"], state["epoch"]
-        set_rng_state(state["rng"])
+        history, start = resume_from(checkpoint, asdict(cfg), dev, {"model": net, "optimizer": opt})
 
     n = images.shape[0]
     steps = math.ceil(n / cfg.batch_size)

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import rng_state, save_atomic, set_rng_state
+from .checkpoint import rng_state, save_atomic
 from .conv import ConvEncoder, DeconvDecoder
 from .device import resolve_device
-from .loops import check_images, load_for_resume, stop_if_not_finite
+from .loops import check_images, resume_from, stop_if_not_finite
 
 
 class Generator(nn.Module):
@@ -141,11 +141,8 @@ def train_gan(data: torch.Tensor, image_shape: Sequence[int], *, z_dim: int = 32
     history = {"epoch": [], "d_loss": [], "g_loss": [], "d_real": [], "d_fake": [], "seconds": []}
     start = 0
     if resume:
-        state = load_for_resume(checkpoint, asdict(cfg), dev)
-        gen.load_state_dict(state["generator"]), disc.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
-        history, start = state["history"], state["epoch"]
-        set_rng_state(state["rng"])
+        history, start = resume_from(checkpoint, asdict(cfg), dev,
+                                     {"generator": gen, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d})
 
     n = data.shape[0]
     steps = math.ceil(n / cfg.batch_size)

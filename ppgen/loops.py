@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, set_rng_state
 
 
 def check_images(data, image_shape: tuple, what: str = "data") -> torch.Tensor:
@@ -39,6 +39,16 @@ def load_for_resume(checkpoint, config: dict, device) -> dict:
         raise ValueError("cannot resume: settings differ from the checkpoint's: "
                          + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
     return state
+
+
+def resume_from(checkpoint, config: dict, device, parts: dict) -> tuple[dict, int]:
+    """Load every ``parts[key]`` (modules, optimizers) from the checkpoint's ``state[key]`` and
+    restore the RNG streams; return the saved history and the epoch to continue from."""
+    state = load_for_resume(checkpoint, config, device)
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    set_rng_state(state["rng"])
+    return state["history"], state["epoch"]
 
 
 def stop_if_not_finite(loss: torch.Tensor, what: str, epoch: int, step: int, checkpoint, last_epoch: int) -> None:

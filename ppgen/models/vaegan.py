@@ -28,12 +28,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import rng_state, save_atomic, set_rng_state
+from ..checkpoint import rng_state, save_atomic
 from ..device import resolve_device
 from ..gan import Discriminator, discriminator_loss, generator_loss, r1_penalty
 from ..guides.sites import check_sites
 from ..infer import elbo_per_datapoint, make_optimizer
-from ..loops import load_for_resume, stop_if_not_finite
+from ..loops import resume_from, stop_if_not_finite
 from ..objectives import ELBOS, with_beta
 from .conv_vae import ConvVAE, conv_channels
 
@@ -219,11 +219,8 @@ def train_vaegan(model: VAEGAN, guide, data: torch.Tensor, val_data: torch.Tenso
     history = {"epoch": [], **{k: [] for k in keys}, "val_elbo": [], "seconds": []}
     start = 0
     if resume:
-        state = load_for_resume(checkpoint, asdict(cfg), dev)
-        model.load_state_dict(state["model"]), guide.load_state_dict(state["guide"])
-        opt_vae.load_state_dict(state["opt_vae"]), opt_d.load_state_dict(state["opt_d"])
-        history, start = state["history"], state["epoch"]
-        set_rng_state(state["rng"])
+        history, start = resume_from(checkpoint, asdict(cfg), dev,
+                                     {"model": model, "guide": guide, "opt_vae": opt_vae, "opt_d": opt_d})
 
     n = data.shape[0]
     steps = math.ceil(n / cfg.batch_size)
