@@ -40,6 +40,7 @@ def main(argv=None) -> dict:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--rnn", default="gru")
     p.add_argument("--prior", default="learned")
+    p.add_argument("--dropout", type=float, default=0.0, help="VRNN dropout on phi_x(x_t) and the decoder input")
     p.add_argument("--guide", default="vrnn_smoothing")
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -56,7 +57,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
 
     data = load(f"jsb:{args.data}")
-    model = VRNN.for_data(data, z_dim=args.z_dim, hidden=args.hidden, rnn=args.rnn, prior=args.prior)
+    model = VRNN.for_data(data, z_dim=args.z_dim, hidden=args.hidden, rnn=args.rnn, prior=args.prior,
+                         dropout=args.dropout)
     guide = GUIDES[args.guide].for_model(model)
     config = dict(batch_size=args.batch_size, lr=args.lr, anneal_epochs=args.anneal_epochs,
                   clip_norm=args.clip_norm, patience=args.patience, weight_decay=args.weight_decay, seed=args.seed)
@@ -93,7 +95,7 @@ def main(argv=None) -> dict:
         "train_minutes_total": round(sum(history["seconds"]) / 60, 1),
         "train_wall_seconds": round(train_seconds, 1),
         "eval_wall_seconds": round(time.perf_counter() - t0 - train_seconds, 1),
-        "config": {**config, "z_dim": args.z_dim, "hidden": args.hidden, "rnn": args.rnn, "prior": args.prior,
+        "config": {**config, "z_dim": args.z_dim, "hidden": args.hidden, "rnn": args.rnn, "prior": args.prior, "dropout": args.dropout,
                    "guide": args.guide},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
                    f"pyro {pyro.__version__}",

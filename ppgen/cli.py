@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--feature-weight", type=float, default=None,
                    help="vaegan: weight of the discriminator-feature reconstruction term (Larsen et al.)")
     c.add_argument("--task", default=None, help="deconv: sr2, sr4 or denoise")
+    v = t.add_argument_group("vrnn")
+    v.add_argument("--rnn", default=None, help="recurrence: gru or lstm (default gru)")
+    v.add_argument("--dropout", type=float, default=None,
+                   help="dropout on phi_x(x_t) and the decoder input in training (default 0)")
 
     e = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
     e.add_argument("run_dir")
@@ -115,7 +119,7 @@ def cmd_train(args) -> None:
         "model", "data", "prior", "guide", "elbo", "num_particles", "z_dim", "hidden", "epochs", "batch_size",
         "lr", "beta", "anneal_epochs", "clip_norm", "lr_schedule", "patience", "weight_decay", "seed")}
     config.update({k: getattr(args, k) for k in ("width", "spectral_norm", "gradient_penalty", "adversarial_weight",
-                                                  "feature_weight", "task") if getattr(args, k) is not None})
+                                                  "feature_weight", "task", "rnn", "dropout") if getattr(args, k) is not None})
     metrics = train_run(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
                         iwae_k=args.iwae_k)
     _print_metrics(metrics, args.out)

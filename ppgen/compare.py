@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from . import likelihoods
-from .evaluate import _eval, posterior_mean
+from .evaluate import posterior_mean
+from .nn import eval_mode
 from .quality import mutual_information_gap, quality_report, train_feature_classifier
 
 #: the flat metric names, read off quality_report's nested dict (lower-is-better ones marked)
@@ -94,7 +95,7 @@ def code_mig(guide, dataset) -> float | None:
     if guide is None or not hasattr(guide, "posterior") or factors is None or factors.dim() != 2 \
             or factors.shape[1] < 2:
         return None
-    with _eval(guide):
+    with eval_mode(guide):
         codes = posterior_mean(guide, dataset.test.to(next(guide.parameters()).device))
     return mutual_information_gap(codes, factors)["mig"]
 

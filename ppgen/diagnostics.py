@@ -29,7 +29,6 @@ import json
 import math
 import re
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 
 import numpy as np
@@ -41,6 +40,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from .distributions import SpikeAndSlab
+from .nn import eval_mode
 from .objectives import log_importance_weights
 from .sequence_sites import Step
 
@@ -132,7 +132,7 @@ def training_dataset(history) -> xr.Dataset:
 def _draw(model, guide, args, num_samples, data_plate, vectorize, chunk) -> dict:
     """``{group: {site: (array, dim names)}}`` for ``num_samples`` draws, ``chunk`` of them
     vectorized at a time (or one at a time without ``vectorize``)."""
-    with _eval_mode(model, guide), pyro.validation_enabled(False):
+    with eval_mode(model, guide), pyro.validation_enabled(False):
         if not vectorize:
             return _merge_passes([_add_draw_dim(_one_pass(model, guide, args, None, None, data_plate))
                                   for _ in range(num_samples)])
@@ -393,7 +393,7 @@ def importance_log_weights(model, guide, data, num_samples: int = 1000, *, batch
     (float64), drawn ``chunk`` at a time for ``batch_size`` datapoints at a time."""
     args = _as_tuple(data)
     rows = []
-    with _eval_mode(model, guide):
+    with eval_mode(model, guide):
         for i in range(0, args[0].shape[0], batch_size):
             batch = tuple(a[i:i + batch_size] for a in args)
             cols = [log_importance_weights(model, guide, *batch, num_particles=min(chunk, num_samples - j),
@@ -527,7 +527,7 @@ def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str = "d
     per-dim marginals; summed over dims it equals the total for factorised q. Masked steps
     are NaN."""
     args = _as_tuple(data)
-    with _eval_mode(model, guide), pyro.validation_enabled(False):
+    with eval_mode(model, guide), pyro.validation_enabled(False):
         particle_dim = -(_max_plate_nesting(model, guide, args) + 1)
         plate = pyro.plate(PARTICLES, num_samples, dim=particle_dim)
         guide_tr = poutine.trace(plate(guide)).get_trace(*args)
@@ -763,20 +763,6 @@ def plot_kl(kl: xr.Dataset):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-@contextmanager
-def _eval_mode(*modules):
-    """Eval mode inside the block (dropout, batch norm), previous modes restored after."""
-    modules = [m for m in modules if isinstance(m, torch.nn.Module)]
-    modes = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(modules, modes):
-            m.train(mode)
-
 
 def _as_tuple(data) -> tuple:
     return tuple(data) if isinstance(data, (tuple, list)) else (data,)

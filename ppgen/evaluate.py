@@ -12,6 +12,7 @@ import pyro
 import torch
 from pyro import poutine
 
+from .nn import eval_mode
 from .objectives import TraceELBO, log_importance_weights
 
 
@@ -26,7 +27,7 @@ def test_elbo(model, guide, data, num_samples: int = 10, batch_size: int = 256) 
     """ELBO per datapoint (nats), each datapoint's bound averaged over ``num_samples`` draws."""
     objective = TraceELBO(num_samples)
     total, n = 0.0, 0
-    with _eval(model, guide):
+    with eval_mode(model, guide):
         for batch in _batches(data, batch_size):
             total -= objective(model, guide, *batch).item()
             n += batch[0].shape[0]
@@ -39,7 +40,7 @@ def iwae_log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 64,
     bound, Burda et al. 2016): a lower bound in expectation that tightens as k grows.
     Returns one value per datapoint. Draws are taken ``chunk`` at a time to bound memory."""
     out = []
-    with _eval(model, guide):
+    with eval_mode(model, guide):
         for batch in _batches(data, batch_size):
             log_w = torch.cat([
                 log_importance_weights(model, guide, *batch, num_particles=min(chunk, k - j))
@@ -72,7 +73,7 @@ def sample_latents(guide, x: torch.Tensor, site: str = "z", num_samples: int = 1
 def active_units(guide, x: torch.Tensor, threshold: float = 0.01) -> int:
     """Number of latent dimensions whose posterior mean varies across data: Cov_x(E_q[z|x])_dd
     > threshold (Burda et al., 2016). Collapsed dimensions copy the prior and score 0."""
-    with _eval(guide):
+    with eval_mode(guide):
         means = posterior_mean(guide, x)
     return int((means.var(0) > threshold).sum())
 
@@ -80,7 +81,7 @@ def active_units(guide, x: torch.Tensor, threshold: float = 0.01) -> int:
 @torch.no_grad()
 def code_sparsity(guide, x: torch.Tensor, threshold: float = 1e-2, num_samples: int = 8) -> float:
     """Share of sampled code entries with |z| <= threshold (exact zeros for spike-and-slab)."""
-    with _eval(guide):
+    with eval_mode(guide):
         z = sample_latents(guide, x, num_samples=num_samples)
     return float((z.abs() <= threshold).float().mean())
 
@@ -97,19 +98,3 @@ def evaluate(model, guide, data, *, k: int = 1000, elbo_samples: int = 10, spars
     if sparsity:
         metrics["code_sparsity"] = code_sparsity(guide, data)
     return metrics
-
-
-class _eval:
-    """Eval mode inside the block, previous modes restored after."""
-
-    def __init__(self, *modules):
-        self.modules = [m for m in modules if isinstance(m, torch.nn.Module)]
-
-    def __enter__(self):
-        self.modes = [m.training for m in self.modules]
-        for m in self.modules:
-            m.eval()
-
-    def __exit__(self, *exc):
-        for m, mode in zip(self.modules, self.modes):
-            m.train(mode)

@@ -13,7 +13,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from .evaluate import _eval, iwae_log_likelihood, test_elbo
+from .evaluate import iwae_log_likelihood, test_elbo
+from .nn import eval_mode
 
 
 class WeightedDraws(NamedTuple):
@@ -31,7 +32,7 @@ def stepwise_log_weights(model, guide, x: torch.Tensor, mask: torch.Tensor, num_
     score them under the model, and split each site's log-density by its step (sites
     ``z_{t}``, ``x_{t}``)."""
     plate = pyro.plate("_particles", num_particles, dim=-2)
-    with pyro.validation_enabled(False), _eval(model, guide):
+    with pyro.validation_enabled(False), eval_mode(model, guide):
         guide_trace = poutine.trace(plate(guide)).get_trace(x, mask)
         model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(x, mask)
     model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)

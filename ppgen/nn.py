@@ -5,6 +5,7 @@ and are re-exported here so that every network is importable from one place.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -23,6 +24,20 @@ class MLP(nn.Sequential):
         layers.append(nn.Linear(dims[-1], out_dim))
         super().__init__(*layers)
         self.in_dim, self.out_dim = in_dim, out_dim
+
+
+@contextmanager
+def eval_mode(*modules):
+    """Eval mode inside the block (dropout off), each module's previous mode restored after."""
+    modules = [m for m in modules if isinstance(m, nn.Module)]
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
 
 
 class Scale(nn.Module):

@@ -316,6 +316,57 @@ def test_normal_emissions_on_real_valued_sequences():
     assert math.isfinite(elbo_per_frame(model, guide, data.test, num_samples=2))
 
 
+# -- dropout ------------------------------------------------------------------------------------
+def _copy_with_dropout(model, p):
+    other = VRNN(D, Z, H, dropout=p)
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+def test_dropout_is_off_in_eval_mode_and_on_in_training():
+    plain, _ = pair()
+    model = _copy_with_dropout(plain, 0.5)
+    x, mask = ragged()
+    z = {f"z_{t}": torch.randn(4, Z) for t in range(7)}
+
+    def log_joint(m):
+        tr = poutine.trace(poutine.condition(m, data=z)).get_trace(x, mask)
+        return tr.log_prob_sum()
+
+    plain.eval(), model.eval()
+    assert torch.equal(log_joint(model), log_joint(plain))  # eval: the full network
+    model.train()
+    a, b = log_joint(model), log_joint(model)
+    assert not torch.equal(a, b) and not torch.equal(a, log_joint(plain))  # training: thinned at random
+
+
+def test_generation_runs_in_eval_mode_and_restores_the_mode():
+    model = _copy_with_dropout(pair()[0], 0.5)
+    model.train()
+    torch.manual_seed(3)
+    s_train = model.sample(3, 6, mean=True)
+    assert model.training
+    model.eval()
+    torch.manual_seed(3)
+    assert torch.equal(s_train, model.sample(3, 6, mean=True))
+
+
+def test_dropout_trains_and_the_config_reaches_the_model():
+    data = load_synthetic("binary", n=40, T=16, seed=1)
+    model = VRNN.for_data(data, z_dim=4, hidden=32, dropout=0.3)
+    guide = GUIDES["vrnn_smoothing"].for_model(model)
+    hist = fit(model, guide, data, epochs=6, batch_size=12, lr=3e-3, anneal_epochs=2, progress=False)
+    assert hist.train_elbo[-1] > hist.train_elbo[0] + 50 and hist.val_elbo[-1] > hist.val_elbo[0]
+    from ppgen.runs.vrnn import build
+    assert build({"dropout": 0.25}, data)[0].phi_x[-1].p == 0.25
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_dropout_must_be_a_probability(p):
+    with pytest.raises(ValueError, match="dropout"):
+        VRNN(D, Z, H, dropout=p)
+
+
 def test_generation_and_continuation_shapes():
     model, guide = pair(SmoothingGuide)
     x, mask = ragged()

@@ -13,7 +13,7 @@ from ..models.vrnn import VRNN, VRNN_PRIORS
 from ..music import plot_continuations, plot_piano_rolls, write_midi
 
 DEFAULTS = {"z_dim": 16, "hidden": 128, "rnn": "gru", "prior": "learned", "guide": "vrnn_smoothing",
-            "likelihood": None}
+            "likelihood": None, "dropout": 0.0}
 VRNN_GUIDES = ("vrnn_filtering", "vrnn_smoothing")
 
 
@@ -30,13 +30,13 @@ def load_dataset(spec: str) -> SequenceDataset:
 
 def build(config: dict, dataset) -> tuple:
     """(model, guide) from a run config: ``z_dim``, ``hidden``, ``rnn`` (gru|lstm), ``prior``
-    (learned|standard), ``guide`` (vrnn_filtering|vrnn_smoothing), ``likelihood``."""
+    (learned|standard), ``guide`` (vrnn_filtering|vrnn_smoothing), ``likelihood``, ``dropout``."""
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k in DEFAULTS and v is not None}}
     if cfg["prior"] not in VRNN_PRIORS:
         raise ValueError(f"unknown VRNN prior {cfg['prior']!r}; choose one of: {', '.join(VRNN_PRIORS)}")
     if cfg["guide"] not in VRNN_GUIDES:
         raise ValueError(f"unknown VRNN guide {cfg['guide']!r}; choose one of: {', '.join(VRNN_GUIDES)}")
-    kwargs = {k: cfg[k] for k in ("z_dim", "hidden", "rnn", "prior")}
+    kwargs = {k: cfg[k] for k in ("z_dim", "hidden", "rnn", "prior", "dropout")}
     if cfg["likelihood"] is not None:
         kwargs["likelihood"] = cfg["likelihood"]
     model = VRNN.for_data(dataset, **kwargs)
