@@ -12,6 +12,7 @@ their negations, for comparison with the literature).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -21,7 +22,7 @@ import pyro
 import torch
 
 from ppgen.checkpoint import load_checkpoint
-from ppgen.data import load
+from ppgen.data import load, transposed
 from ppgen.evaluate_sequences import sequence_metrics, elbo_per_frame
 from ppgen.guides import GUIDES
 from ppgen.infer import fit
@@ -42,6 +43,8 @@ def main(argv=None) -> dict:
     p.add_argument("--prior", default="learned")
     p.add_argument("--dropout", type=float, default=0.0, help="VRNN dropout on phi_x(x_t) and the decoder input")
     p.add_argument("--guide", default="vrnn_smoothing")
+    p.add_argument("--transpose", type=int, default=0,
+                   help="augment the training split with its copies moved by -N..N semitones (0: off)")
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--anneal-epochs", type=float, default=20.0)
@@ -57,6 +60,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
 
     data = load(f"jsb:{args.data}")
+    if args.transpose:
+        data = dataclasses.replace(data, train=transposed(data.train, range(-args.transpose, args.transpose + 1)))
     model = VRNN.for_data(data, z_dim=args.z_dim, hidden=args.hidden, rnn=args.rnn, prior=args.prior,
                          dropout=args.dropout)
     guide = GUIDES[args.guide].for_model(model)
@@ -96,6 +101,7 @@ def main(argv=None) -> dict:
         "train_wall_seconds": round(train_seconds, 1),
         "eval_wall_seconds": round(time.perf_counter() - t0 - train_seconds, 1),
         "config": {**config, "z_dim": args.z_dim, "hidden": args.hidden, "rnn": args.rnn, "prior": args.prior, "dropout": args.dropout,
+                   "transpose": args.transpose, "train_sequences": int(data.train[0].shape[0]),
                    "guide": args.guide},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
                    f"pyro {pyro.__version__}",

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--rnn", default=None, help="recurrence: gru or lstm (default gru)")
     v.add_argument("--dropout", type=float, default=None,
                    help="dropout on phi_x(x_t) and the decoder input in training (default 0)")
+    v.add_argument("--transpose", type=int, default=None,
+                   help="augment the training pieces with their copies moved by -N..N semitones (default 0)")
 
     e = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
     e.add_argument("run_dir")
@@ -119,7 +121,7 @@ def cmd_train(args) -> None:
         "model", "data", "prior", "guide", "elbo", "num_particles", "z_dim", "hidden", "epochs", "batch_size",
         "lr", "beta", "anneal_epochs", "clip_norm", "lr_schedule", "patience", "weight_decay", "seed")}
     config.update({k: getattr(args, k) for k in ("width", "spectral_norm", "gradient_penalty", "adversarial_weight",
-                                                  "feature_weight", "task", "rnn", "dropout") if getattr(args, k) is not None})
+                                                  "feature_weight", "task", "rnn", "dropout", "transpose") if getattr(args, k) is not None})
     metrics = train_run(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
                         iwae_k=args.iwae_k)
     _print_metrics(metrics, args.out)

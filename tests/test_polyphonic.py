@@ -161,3 +161,36 @@ def test_score_to_roll_samples_each_beat():
     assert roll.shape == (4, 88)
     on = {t: (np.nonzero(roll[t])[0] + 21).tolist() for t in range(4)}
     assert on == {0: [60, 64], 1: [60, 64], 2: [67], 3: [65]}  # note 10 is below the piano
+
+
+# -- transposition (training-data augmentation) ---------------------------------------------------
+def test_transposed_moves_notes_and_drops_copies_that_leave_the_keyboard():
+    from ppgen.data import transposed
+
+    x = torch.zeros(3, 4, 88)
+    x[0, 0, 40] = x[0, 2, 44] = 1      # middle of the keyboard: every shift fits
+    x[1, 1, 1] = 1                     # near the bottom: a shift of -2 would leave the keyboard
+    x[2, 3, 86] = 1                    # near the top: +2 would leave it
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    xt, mt = transposed((x, mask), [-2, 0, 2])
+    # -2: sequences 0 and 2 (1 would leave the keyboard); 0: all three; +2: 0 and 1 (2 would leave it)
+    assert xt.shape == (7, 4, 88) and mt.shape == (7, 4)
+    assert torch.equal(xt[0].nonzero(), torch.tensor([[0, 38], [2, 42]])) and torch.equal(mt[0], mask[0])
+    assert torch.equal(xt[1].nonzero(), torch.tensor([[3, 84]])) and torch.equal(mt[1], mask[2])
+    assert torch.equal(xt[2:5], x) and torch.equal(mt[2:5], mask)
+    assert torch.equal(xt[5].nonzero(), torch.tensor([[0, 42], [2, 46]]))
+    assert torch.equal(xt[6].nonzero(), torch.tensor([[1, 3]])) and torch.equal(mt[6], mask[1])
+
+
+def test_transposed_keeps_every_note_count():
+    from ppgen.data import transposed
+
+    x = (torch.rand(5, 6, 88) < 0.05).float()
+    x[..., :6] = 0
+    x[..., -6:] = 0
+    mask = torch.ones(5, 6, dtype=torch.bool)
+    xt, _ = transposed((x, mask), range(-6, 7))
+    assert xt.shape[0] == 5 * 13
+    assert torch.equal(xt.sum((1, 2)), x.sum((1, 2)).repeat(13))
+    with pytest.raises(ValueError, match="shape"):
+        transposed((x[0], mask[0]), [1])

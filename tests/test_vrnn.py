@@ -361,6 +361,23 @@ def test_dropout_trains_and_the_config_reaches_the_model():
     assert build({"dropout": 0.25}, data)[0].phi_x[-1].p == 0.25
 
 
+def test_transposed_training_split_leaves_validation_and_test_alone():
+    from ppgen.data import SequenceDataset
+    from ppgen.runs.vrnn import training_split
+
+    def split(n):
+        x = torch.zeros(n, 5, 88)
+        x[:, :, 40:50] = (torch.rand(n, 5, 10) < 0.3).float()
+        return x, torch.ones(n, 5, dtype=torch.bool)
+
+    data = SequenceDataset("rolls", split(6), split(2), split(3))
+    x, mask = training_split({"transpose": 2}, data)
+    assert x.shape == (30, 5, 88) and mask.shape == (30, 5)
+    assert training_split({}, data) is data.train and training_split({"transpose": 0}, data) is data.train
+    with pytest.raises(ValueError, match="semitones"):
+        training_split({"transpose": -1}, data)
+
+
 @pytest.mark.parametrize("p", [-0.1, 1.0])
 def test_dropout_must_be_a_probability(p):
     with pytest.raises(ValueError, match="dropout"):

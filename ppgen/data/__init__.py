@@ -12,7 +12,7 @@ from .base import Dataset, as_dataset, check_tensor
 from .digits import load_digits
 from .idx import load_idx, read_idx, write_idx
 from .sprites import load_sprites
-from .polyphonic import SequenceDataset, load_chorales, load_jsb, load_synthetic
+from .polyphonic import SequenceDataset, load_chorales, load_jsb, load_synthetic, transposed
 
 DATASETS = {
     "digits": load_digits,

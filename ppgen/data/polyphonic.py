@@ -96,6 +96,32 @@ def unpad(x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     return [xi[mi] for xi, mi in zip(x, mask)]
 
 
+def transposed(split: tuple, shifts) -> tuple:
+    """Training-data augmentation for piano rolls: every sequence of ``split = (x, mask)``
+    moved by each of ``shifts`` semitones (keys), keeping only the copies whose notes all stay
+    on the keyboard. Shift 0 is the data itself. Returns ``(x, mask)`` with the copies stacked
+    along the first dimension, shift by shift. For a training split only: held-out numbers are
+    comparable with the literature only on the untransposed validation and test splits."""
+    x, mask = split
+    if x.dim() != 3:
+        raise ValueError(f"transposed expects x of shape [N, T, keys], got {tuple(x.shape)}")
+    shifts = [int(k) for k in shifts]
+    if not shifts:
+        raise ValueError("transposed needs at least one shift")
+    keys = x.shape[-1]
+    used = x.abs().sum(1) > 0                                    # [N, keys]: keys each sequence plays
+    idx = torch.arange(keys, device=x.device)
+    low = torch.where(used, idx, keys).min(-1).values
+    high = torch.where(used, idx, -1).max(-1).values
+    xs, masks = [], []
+    for k in shifts:
+        fits = (low + k >= 0) & (high + k < keys)                # silent sequences always fit
+        if fits.any():
+            xs.append(torch.roll(x[fits], k, dims=-1))           # no note wraps: all stay on the keyboard
+            masks.append(mask[fits])
+    return torch.cat(xs), torch.cat(masks)
+
+
 def notes_to_roll(frames, what: str = "sequence") -> np.ndarray:
     """A sequence of frames, each an iterable of MIDI note numbers (21..108), as an 88-key roll."""
     roll = np.zeros((len(frames), KEYS), dtype=np.float32)

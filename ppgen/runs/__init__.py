@@ -3,8 +3,9 @@
 ``train_run`` is what ``ppgen train`` does; ``load_run`` rebuilds the model and guide from a
 run directory (weights loaded safely) for ``ppgen eval``, ``sample`` and reports. Each model
 family has a small runner module registered in ``RUNNERS``. A Pyro family provides
-``load_dataset``, ``build``, ``metrics``, ``save_figures`` and ``sample``, and is trained by
-:func:`ppgen.infer.fit` here; a family with its own training loop (GAN, restoration nets)
+``load_dataset``, ``build``, ``metrics``, ``save_figures`` and ``sample`` (and optionally
+``training_split``, the data ``fit`` trains on when it is not the dataset's own train split,
+e.g. augmented), and is trained by :func:`ppgen.infer.fit` here; a family with its own training loop (GAN, restoration nets)
 provides ``train_run`` / ``load_run`` / ``eval_run`` itself, and these functions hand over.
 """
 from __future__ import annotations
@@ -56,11 +57,12 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
     for key, value in getattr(run, "FIT_DEFAULTS", {}).items():  # the family's tuned settings
         if config.get(key) is None:
             config[key] = value
+    train = run.training_split(config, dataset) if hasattr(run, "training_split") else dataset.train
     from .own_loop import start_run  # the same run-directory rules for every family
 
     start_run(out, config, resume)
     fit_cfg = {k: config[k] for k in FIT_KEYS if config.get(k) is not None}
-    hist = fit(model, guide, dataset.train, dataset.val, checkpoint=out / "checkpoint.pt", resume=resume,
+    hist = fit(model, guide, train, dataset.val, checkpoint=out / "checkpoint.pt", resume=resume,
                device=device, progress=progress, **fit_cfg)
     metrics = {
         **run.metrics(model, guide, _to(dataset, hist.device), k=iwae_k),

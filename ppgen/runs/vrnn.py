@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from .. import data as data_mod
-from ..data.polyphonic import SequenceDataset
+from ..data.polyphonic import KEYS, SequenceDataset, transposed
 from ..evaluate_sequences import continuation_log_likelihood, sequence_metrics, elbo_per_frame
 from ..guides import GUIDES
 from ..models.vrnn import VRNN, VRNN_PRIORS
@@ -26,6 +26,19 @@ def load_dataset(spec: str) -> SequenceDataset:
     if not isinstance(dataset, SequenceDataset):
         raise ValueError(f"the VRNN needs sequence data (jsb:PATH, chorales, synthetic); {spec!r} is not")
     return dataset
+
+
+def training_split(config: dict, dataset) -> tuple:
+    """The data ``fit`` trains on: the train split, plus its copies transposed by -N..N
+    semitones when ``config["transpose"]`` = N > 0 (piano rolls only). Validation and test
+    stay untransposed."""
+    n = int(config.get("transpose") or 0)
+    if n < 0:
+        raise ValueError(f"transpose must be a number of semitones >= 0, got {n}")
+    if n and (dataset.likelihood != "bernoulli" or dataset.x_dim != KEYS):
+        raise ValueError(f"transpose needs {KEYS}-key piano rolls; {dataset.name!r} has {dataset.x_dim} "
+                         f"{dataset.likelihood} dimensions")
+    return transposed(dataset.train, range(-n, n + 1)) if n else dataset.train
 
 
 def build(config: dict, dataset) -> tuple:
