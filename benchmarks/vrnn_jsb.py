@@ -13,7 +13,6 @@ their negations, for comparison with the literature).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import time
@@ -23,11 +22,12 @@ import pyro
 import torch
 
 from ppgen.checkpoint import load_checkpoint
-from ppgen.data import load, transposed
+from ppgen.data import load
 from ppgen.evaluate_sequences import sequence_metrics, elbo_per_frame
 from ppgen.guides import GUIDES
 from ppgen.infer import fit
 from ppgen.models.vrnn import VRNN
+from ppgen.runs.vrnn import training_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,8 +64,7 @@ def main(argv=None) -> dict:
     torch.set_flush_denormal(True)
 
     data = load(f"jsb:{args.data}")
-    if args.transpose:
-        data = dataclasses.replace(data, train=transposed(data.train, range(-args.transpose, args.transpose + 1)))
+    train = training_split({"transpose": args.transpose}, data)  # the CLI's --transpose rule
     model = VRNN.for_data(data, z_dim=args.z_dim, hidden=args.hidden, rnn=args.rnn, prior=args.prior,
                          dropout=args.dropout)
     guide = GUIDES[args.guide].for_model(model)
@@ -76,7 +75,7 @@ def main(argv=None) -> dict:
     epochs = load_checkpoint(args.checkpoint)["epoch"] if resume else 0
     while epochs < args.epochs and time.perf_counter() - t0 < 60 * args.minutes:
         epochs = min(args.epochs, epochs + args.chunk)
-        hist = fit(model, guide, data, epochs=epochs, checkpoint=args.checkpoint, resume=resume,
+        hist = fit(model, guide, train, data.val, epochs=epochs, checkpoint=args.checkpoint, resume=resume,
                    progress=False, **config)
         resume = True
         print(json.dumps({"epoch": hist.epoch[-1], "train_elbo_per_seq": round(hist.train_elbo[-1], 2),
@@ -104,8 +103,8 @@ def main(argv=None) -> dict:
         "train_minutes_total": round(sum(history["seconds"]) / 60, 1),
         "train_wall_seconds": round(train_seconds, 1),
         "eval_wall_seconds": round(time.perf_counter() - t0 - train_seconds, 1),
-        "config": {**config, "z_dim": args.z_dim, "hidden": args.hidden, "rnn": args.rnn, "prior": args.prior, "dropout": args.dropout,
-                   "transpose": args.transpose, "train_sequences": int(data.train[0].shape[0]),
+        "config": {**config, "z_dim": args.z_dim, "hidden": args.hidden, "rnn": args.rnn, "prior": args.prior,
+                   "dropout": args.dropout, "transpose": args.transpose, "train_sequences": int(train[0].shape[0]),
                    "guide": args.guide},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
                    f"pyro {pyro.__version__}",

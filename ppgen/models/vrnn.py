@@ -156,7 +156,6 @@ class VRNN(nn.Module):
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of: {', '.join(likelihoods.LIKELIHOODS)}")
         self.x_dim, self.z_dim, self.hidden = int(x_dim), int(z_dim), int(hidden)
         self.likelihood = likelihoods.LIKELIHOODS[likelihood](x_dim, **(likelihood_kwargs or {}))
-        self.dropout = float(dropout)
         self.phi_x = nn.Sequential(MLP(x_dim, [hidden], hidden), nn.ReLU(), nn.Dropout(dropout))
         self.phi_z = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU())
         self.prior = VRNN_PRIORS[prior](z_dim, hidden)

@@ -5,8 +5,8 @@ run directory (weights loaded safely) for ``ppgen eval``, ``sample`` and reports
 family has a small runner module registered in ``RUNNERS``. A Pyro family provides
 ``load_dataset``, ``build``, ``metrics``, ``save_figures`` and ``sample`` (and optionally
 ``training_split``, the data ``fit`` trains on when it is not the dataset's own train split,
-e.g. augmented), and is trained by :func:`ppgen.infer.fit` here; a family with its own training loop (GAN, restoration nets)
-provides ``train_run`` / ``load_run`` / ``eval_run`` itself, and these functions hand over.
+e.g. augmented), and is trained by :func:`ppgen.infer.fit` here; a family with its own
+training loop (GAN, restoration nets) provides ``train_run`` / ``load_run`` / ``eval_run`` itself, and these functions hand over.
 """
 from __future__ import annotations
 
