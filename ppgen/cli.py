@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from . import data, guides, models, objectives, priors
+from . import data, guides, likelihoods, models, objectives, priors
 from .runs import RUNNERS
 
 
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--guide", default=None, help="guide name (default: the model's own)")
     t.add_argument("--elbo", default="trace", help="objective: " + ", ".join(objectives.ELBOS))
     t.add_argument("--particles", type=int, default=1, dest="num_particles", help="samples per datapoint (K for iwae)")
+    t.add_argument("--likelihood", default=None,
+                   help="p(x|z): " + ", ".join(likelihoods.LIKELIHOODS) + " (default: the data's)")
     t.add_argument("--z-dim", type=int, default=None, help="latent size (default: the model family's, 16 for the VAEs)")
     t.add_argument("--hidden", type=int, default=None, help="hidden units (default: the model family's, 256 for the VAEs)")
     t.add_argument("--epochs", type=int, default=None, help="epochs (default: the family's; 1000 for the VAEs, an upper bound for early stopping)")
@@ -123,7 +125,8 @@ def cmd_train(args) -> None:
         "model", "data", "prior", "guide", "elbo", "num_particles", "z_dim", "hidden", "epochs", "batch_size",
         "lr", "beta", "anneal_epochs", "clip_norm", "lr_schedule", "patience", "weight_decay", "seed")}
     config.update({k: getattr(args, k) for k in ("width", "spectral_norm", "gradient_penalty", "adversarial_weight",
-                                                  "feature_weight", "task", "rnn", "dropout", "transpose") if getattr(args, k) is not None})
+                                                  "feature_weight", "task", "rnn", "dropout", "transpose",
+                                                  "likelihood") if getattr(args, k) is not None})
     metrics = train_run(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
                         iwae_k=args.iwae_k)
     _print_metrics(metrics, args.out)

@@ -13,6 +13,9 @@ import torch
 import pyro.distributions as dist
 from torch import nn
 
+from . import made
+from .made import MaskedAutoregressiveNet
+
 
 class Likelihood(nn.Module):
     """Base class: ``forward(raw)`` -> distribution over x with event shape ``[x_dim]``."""
@@ -109,6 +112,30 @@ class Bernoulli(Likelihood):
         _check_integers(x, 0, 1, "a Bernoulli likelihood")
 
 
+class AutoregressiveBernoulli(Likelihood):
+    """p(x|c) = prod_d Bernoulli(x_d | x_{<d}, c): binary data whose dimensions stay dependent
+    given the latents (the notes of a chord given the VRNN's z_t and h_{t-1}). The decoder
+    outputs the context c (``hidden + x_dim`` features); a masked network (:mod:`ppgen.made`,
+    ``hidden`` units) adds the dependence on x_{<d}. Exact ``log_prob``; ancestral sampling;
+    ``mean`` is a Monte Carlo estimate."""
+
+    name = "autoregressive_bernoulli"
+
+    def __init__(self, x_dim: int, hidden: int = 128):
+        super().__init__(x_dim)
+        self.net = MaskedAutoregressiveNet(x_dim, hidden)
+
+    @property
+    def out_features(self) -> int:
+        return self.net.context_features
+
+    def forward(self, raw):
+        return made.AutoregressiveBernoulli(self.net, raw)
+
+    def check(self, x):
+        _check_integers(x, 0, 1, "an autoregressive Bernoulli likelihood")
+
+
 class ContinuousBernoulli(Likelihood):
     """p(x_d|z) = ContinuousBernoulli(lambda_d): a proper density on [0, 1] for grey-level
     data (Loaiza-Ganem & Cunningham, 2019)."""
@@ -182,6 +209,7 @@ LIKELIHOODS = {
     "categorical": Categorical,
     "binomial": Binomial,
     "bernoulli": Bernoulli,
+    "autoregressive_bernoulli": AutoregressiveBernoulli,
     "continuous_bernoulli": ContinuousBernoulli,
     "normal": Normal,
 }

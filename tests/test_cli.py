@@ -73,6 +73,7 @@ def test_help_lists_registries():
     (["eval", "/no/such/run"], "run directory not found"),
     (["train", "vrnn", "--data", "synthetic:real", "--transpose", "2"], "transpose needs 88-key piano rolls"),
     (["train", "vrnn", "--data", "synthetic", "--dropout", "1.5"], "dropout must be a probability"),
+    (["train", "vrnn", "--data", "synthetic", "--likelihood", "poisson"], "unknown likelihood 'poisson'"),
 ])
 def test_user_errors_are_one_line(args, message, tmp_path):
     result = ppgen(*args, "--out" if args[0] == "train" else "--iwae-k", tmp_path / "r" if args[0] == "train" else 5,
@@ -90,9 +91,9 @@ def test_train_refuses_to_overwrite_a_run(run_dir):
 def test_vrnn_train_sample_continue(tmp_path):
     run = tmp_path / "vrnn"
     ppgen("train", "vrnn", "--data", "synthetic", "--epochs", "2", "--hidden", "16", "--z-dim", "4",
-          "--rnn", "lstm", "--dropout", "0.2", "--iwae-k", "5", "--quiet", "--device", "cpu", "--out", run)
+          "--rnn", "lstm", "--dropout", "0.2", "--likelihood", "autoregressive_bernoulli", "--iwae-k", "5", "--quiet", "--device", "cpu", "--out", run)
     config = json.loads((run / "config.json").read_text())
-    assert (config["rnn"], config["dropout"]) == ("lstm", 0.2)
+    assert (config["rnn"], config["dropout"], config["likelihood"]) == ("lstm", 0.2, "autoregressive_bernoulli")
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("test_elbo_per_frame_nats", "test_iwae_per_frame_nats", "iwae_k", "epochs", "train_seconds", "device"):
         assert key in metrics, key

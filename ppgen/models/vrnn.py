@@ -124,8 +124,10 @@ class VRNN(nn.Module):
     for each sequence in the plate "data" (dim -1), t = 0..T-1 in ``pyro.markov``. Priors
     (:data:`VRNN_PRIORS`, swap in one line: ``vrnn.prior = StandardNormalStep(vrnn.z_dim)``):
     ``"learned"`` p(z_t | h_{t-1}) = N(mu(h_{t-1}), diag sigma(h_{t-1})^2) (the paper's) and
-    ``"standard"`` p(z_t) = N(0, I). Likelihoods: ``"bernoulli"`` (binary piano rolls) or
-    ``"normal"`` (real values, one learned scale per dimension). The default sizes (z_dim 16,
+    ``"standard"`` p(z_t) = N(0, I). Likelihoods: ``"bernoulli"`` (binary piano rolls, keys
+    independent given z_t and h_{t-1}, as in the paper), ``"autoregressive_bernoulli"`` (binary,
+    p(x_t|z_t,h_{t-1}) = prod_k p(x_{t,k} | x_{t,<k}, z_t, h_{t-1}), so the notes of a chord stay
+    dependent; see :mod:`ppgen.made`) or ``"normal"`` (real values, one learned scale per dimension). The default sizes (z_dim 16,
     hidden 128) did best on JSB Chorales among those we tried without dropout: larger RNNs
     overfit sooner.
 
