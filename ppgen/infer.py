@@ -181,6 +181,7 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
             bar.set_postfix(elbo=f"{hist.train_elbo[-1]:.2f}",
                             **({"val": f"{hist.val_elbo[-1]:.2f}"} if hist.val_elbo else {}))
             stop = cfg.patience is not None and bad_epochs > cfg.patience
+            hist.stopped_early = stop  # before the save, so that the checkpoint's history records it
             if checkpoint:
                 save_atomic(checkpoint, {
                     "model": model.state_dict(), "guide": guide.state_dict(),
@@ -189,7 +190,6 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
                     "bad_epochs": bad_epochs, "best": best_state, "rng": rng_state(), "finished": stop,
                 })
             if stop:
-                hist.stopped_early = True
                 break
     bar.close()
     if best_state is not None:  # early stopping returns the best validation weights

@@ -132,10 +132,13 @@ def test_bad_inputs_to_fit(digits):
         fit(m, g, digits.train[:50], resume=True, checkpoint="/nonexistent/x.pt", progress=False)
 
 
-def test_annealing_schedule_and_early_stopping(digits):
+def test_annealing_schedule_and_early_stopping(digits, tmp_path):
     m, g = small_pair(digits)
+    ckpt = tmp_path / "fit.pt"
     hist = fit(m, g, digits.train[:200], digits.val[:100], epochs=30, patience=0, lr=3e-2,
-               batch_size=100, anneal_epochs=4, progress=False, device="cpu")
+               batch_size=100, anneal_epochs=4, progress=False, device="cpu", checkpoint=ckpt)
     assert hist.beta[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert hist.stopped_early and len(hist.epoch) < 30
+    saved = load_checkpoint(ckpt)
+    assert saved["finished"] and saved["history"]["stopped_early"]   # the record says why training ended
     assert hist.best_val_elbo == max(hist.val_elbo)
