@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
                          dropout=args.dropout, likelihood=args.likelihood)
     guide = GUIDES[args.guide].for_model(model)
     config = dict(batch_size=args.batch_size, lr=args.lr, anneal_epochs=args.anneal_epochs,
-                  clip_norm=args.clip_norm, elbo=args.elbo, num_particles=args.particles, patience=args.patience, weight_decay=args.weight_decay, seed=args.seed)
+                  clip_norm=args.clip_norm, elbo=args.elbo, num_particles=args.particles, patience=args.patience,
+                  weight_decay=args.weight_decay, seed=args.seed)
     t0 = time.perf_counter()
     resume = args.resume and Path(args.checkpoint).is_file()
     epochs = load_checkpoint(args.checkpoint)["epoch"] if resume else 0
@@ -112,7 +113,8 @@ def main(argv=None) -> dict:
         "train_wall_seconds": round(train_seconds, 1),
         "eval_wall_seconds": round(time.perf_counter() - t0 - train_seconds, 1),
         "config": {**config, "z_dim": args.z_dim, "hidden": args.hidden, "rnn": args.rnn, "prior": args.prior,
-                   "likelihood": args.likelihood, "dropout": args.dropout, "transpose": args.transpose, "train_sequences": int(train[0].shape[0]),
+                   "likelihood": args.likelihood, "dropout": args.dropout, "transpose": args.transpose,
+                   "train_sequences": int(train[0].shape[0]),
                    "guide": args.guide},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
                    f"pyro {pyro.__version__}",

@@ -14,7 +14,6 @@ import pyro.distributions as dist
 from torch import nn
 
 from . import made
-from .made import MaskedAutoregressiveNet
 
 
 class Likelihood(nn.Module):
@@ -123,7 +122,7 @@ class AutoregressiveBernoulli(Likelihood):
 
     def __init__(self, x_dim: int, hidden: int = 128):
         super().__init__(x_dim)
-        self.net = MaskedAutoregressiveNet(x_dim, hidden)
+        self.net = made.MaskedAutoregressiveNet(x_dim, hidden)
 
     @property
     def out_features(self) -> int:

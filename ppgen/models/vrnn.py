@@ -127,9 +127,9 @@ class VRNN(nn.Module):
     ``"standard"`` p(z_t) = N(0, I). Likelihoods: ``"bernoulli"`` (binary piano rolls, keys
     independent given z_t and h_{t-1}, as in the paper), ``"autoregressive_bernoulli"`` (binary,
     p(x_t|z_t,h_{t-1}) = prod_k p(x_{t,k} | x_{t,<k}, z_t, h_{t-1}), so the notes of a chord stay
-    dependent; see :mod:`ppgen.made`) or ``"normal"`` (real values, one learned scale per dimension). The default sizes (z_dim 16,
-    hidden 128) did best on JSB Chorales among those we tried without dropout: larger RNNs
-    overfit sooner.
+    dependent; see :mod:`ppgen.made`) or ``"normal"`` (real values, one learned scale per
+    dimension). The default sizes (z_dim 16, hidden 128) did best on JSB Chorales among those we
+    tried without dropout: larger RNNs overfit sooner.
 
     ``dropout`` (default 0) regularises the deterministic path, which is what overfits on small
     corpora such as JSB: in training mode it drops units of phi_x(x_t) (the input to the
