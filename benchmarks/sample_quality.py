@@ -10,7 +10,7 @@ width and seed for every model):
   vaegan_fm   the same + Larsen et al.'s feature reconstruction     (--feature-weight)
   gan         DCGAN with spectral norm, lr 1e-3                     (ppgen train gan --spectral-norm)
 
-then compares them with ``ppgen.compare.compare_runs`` (what ``ppgen quality`` runs): FID,
+then compares them with ``ppgen.runs.compare.compare_runs`` (what ``ppgen quality`` runs): FID,
 KID, precision/recall/density/coverage on the features of a classifier trained on the
 labels (digits) or factors (sprites), sharpness (Laplacian variance; real data's value is
 the target), nearest-training-image distance, MIG of the posterior means (sprites), and
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ppgen.compare import compare_runs, markdown_table, write_comparison
+from ppgen.runs.compare import compare_runs, markdown_table, write_comparison
 from ppgen.runs import train_run
 
 BUDGETS = {  # per dataset: the shared budget

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from ppgen.data import load
 from ppgen.guides import DiagonalNormalGuide
 from ppgen.models import VAE
-from ppgen.objectives import TraceELBO, with_beta
+from ppgen.infer.objectives import TraceELBO, with_beta
 
 try:
     from ppgen.infer import make_optimizer

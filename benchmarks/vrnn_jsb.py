@@ -11,7 +11,7 @@ their negations, for comparison with the literature).
     python benchmarks/vrnn_jsb.py --hidden 128 --z-dim 32 --weight-decay 1e-3 --dropout 0.2 --transpose 3 --minutes 55
 
 ``--likelihood autoregressive_bernoulli`` keeps the notes of a frame dependent given z_t and
-h_{t-1} (ppgen.made); the default ``bernoulli`` makes them independent, as in the VRNN and
+h_{t-1} (ppgen.nn.made); the default ``bernoulli`` makes them independent, as in the VRNN and
 DMM papers, so only rows with that default compare like with like against those anchors.
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 import pyro
 import torch
 
-from ppgen.checkpoint import load_checkpoint
+from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.data import load
-from ppgen.evaluate_sequences import sequence_metrics, elbo_per_frame
+from ppgen.evaluate.sequences import sequence_metrics, elbo_per_frame
 from ppgen.guides import GUIDES
 from ppgen.infer import fit
 from ppgen.models.vrnn import VRNN

@@ -3,7 +3,7 @@
 Both share the very same modules (the model's phi_x, phi_z, prior, decoder, rnn and the
 filtering guide's head) and compute the same single-sample ELBO estimator
 log p(x, z) - log q(z | x) with reparameterized z; each step is loss -> backward -> Adam.
-The ppgen step is fit()'s inner step: ``ppgen.objectives.TraceELBO`` on the Pyro model and
+The ppgen step is fit()'s inner step: ``ppgen.infer.objectives.TraceELBO`` on the Pyro model and
 guide, Pyro validation off. Steps of the two are interleaved in rounds, so drifting machine
 load hits both alike; medians are reported. Prints one JSON line.
 
@@ -23,8 +23,9 @@ import torch
 import torch.distributions as td
 
 from ppgen.guides.vrnn import FilteringGuide
-from ppgen.models.vrnn import VRNN, gaussian_params
-from ppgen.objectives import TraceELBO, with_beta
+from ppgen.models.vrnn import VRNN
+from ppgen.nn.mlp import gaussian_params
+from ppgen.infer.objectives import TraceELBO, with_beta
 
 ROOT = Path(__file__).resolve().parents[1]
 

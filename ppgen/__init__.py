@@ -18,13 +18,10 @@ import importlib
 from . import data, guides, likelihoods, models, priors
 from .evaluate import evaluate
 from .infer import fit
-# imported eagerly (ppgen/report.py defers its heavy imports): the submodule shares the name, and a
-# lazy import would rebind ``ppgen.report`` to the module after its first use
-from .report import report
 
 __version__ = "0.1.0"
 
-_LAZY = {"to_inference_data": ("ppgen.diagnostics", "to_inference_data")}
+_LAZY = {"to_inference_data": ("ppgen.diagnostics", "to_inference_data"), "report": ("ppgen.runs.report", "report")}
 
 
 def __getattr__(name):

@@ -11,7 +11,8 @@ import sys
 
 import torch
 
-from . import data, guides, likelihoods, models, objectives, priors
+from . import data, guides, likelihoods, priors
+from .infer.objectives import ELBOS
 from .runs import RUNNERS
 
 
@@ -21,7 +22,7 @@ def _registries() -> str:
         f"models:   {', '.join(RUNNERS)}\n"
         f"priors:   {', '.join(priors.PRIORS)}\n"
         f"guides:   {', '.join(guides.GUIDES)}\n"
-        f"elbos:    {', '.join(objectives.ELBOS)}\n"
+        f"elbos:    {', '.join(ELBOS)}\n"
         f"datasets: {', '.join(data.DATASETS)}, or a path (IDX directory/file, .npy, .npz)"
     )
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="digits", help="dataset name or path (default: digits)")
     t.add_argument("--prior", default=None, help="prior name (default: the model's own)")
     t.add_argument("--guide", default=None, help="guide name (default: the model's own)")
-    t.add_argument("--elbo", default="trace", help="objective: " + ", ".join(objectives.ELBOS))
+    t.add_argument("--elbo", default="trace", help="objective: " + ", ".join(ELBOS))
     t.add_argument("--particles", type=int, default=1, dest="num_particles", help="samples per datapoint (K for iwae)")
     t.add_argument("--likelihood", default=None,
                    help="p(x|z): " + ", ".join(likelihoods.LIKELIHOODS) + " (default: the data's)")
@@ -170,7 +171,7 @@ def cmd_continue(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .report import report
+    from .runs.report import report
 
     out = report(args.run_dir, num_samples=args.num_samples, importance_samples=args.importance_samples,
                  max_obs=args.max_obs, device=args.device, seed=args.seed)
@@ -178,7 +179,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_quality(args) -> None:
-    from .compare import compare_runs, markdown_table, write_comparison
+    from .runs.compare import compare_runs, markdown_table, write_comparison
 
     result = compare_runs(args.run_dirs, args.data, n_samples=args.n_samples, device=args.device, seed=args.seed)
     paths = write_comparison(result, args.out)

@@ -13,7 +13,8 @@ import torch
 import pyro.distributions as dist
 from torch import nn
 
-from . import made
+from .distributions.autoregressive import AutoregressiveBernoulli as _AutoregressiveBernoulli
+from .nn.made import MaskedAutoregressiveNet
 
 
 class Likelihood(nn.Module):
@@ -114,7 +115,7 @@ class Bernoulli(Likelihood):
 class AutoregressiveBernoulli(Likelihood):
     """p(x|c) = prod_d Bernoulli(x_d | x_{<d}, c): binary data whose dimensions stay dependent
     given the latents (the notes of a chord given the VRNN's z_t and h_{t-1}). The decoder
-    outputs the context c (``hidden + x_dim`` features); a masked network (:mod:`ppgen.made`,
+    outputs the context c (``hidden + x_dim`` features); a masked network (:mod:`ppgen.nn.made`,
     ``hidden`` units) adds the dependence on x_{<d}. Exact ``log_prob``; ancestral sampling;
     ``mean`` is a Monte Carlo estimate."""
 
@@ -122,14 +123,14 @@ class AutoregressiveBernoulli(Likelihood):
 
     def __init__(self, x_dim: int, hidden: int = 128):
         super().__init__(x_dim)
-        self.net = made.MaskedAutoregressiveNet(x_dim, hidden)
+        self.net = MaskedAutoregressiveNet(x_dim, hidden)
 
     @property
     def out_features(self) -> int:
         return self.net.context_features
 
     def forward(self, raw):
-        return made.AutoregressiveBernoulli(self.net, raw)
+        return _AutoregressiveBernoulli(self.net, raw)
 
     def check(self, x):
         _check_integers(x, 0, 1, "an autoregressive Bernoulli likelihood")

@@ -10,7 +10,7 @@ from ppgen.data import load_digits
 from ppgen.guides import GUIDES, check_sites
 from ppgen.infer import fit
 from ppgen.models import MODELS
-from ppgen.objectives import ELBOS
+from ppgen.infer.objectives import ELBOS
 
 VAE_FAMILY = ["vae", "sparse_vae"]
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from ppgen.conv import ConvEncoder, DeconvDecoder, spatial_plan
+from ppgen.nn.conv import ConvEncoder, DeconvDecoder, spatial_plan
 from ppgen.likelihoods import Categorical
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (1, 32, 32), (3, 64, 64)]

@@ -12,7 +12,8 @@ from ppgen.evaluate import evaluate
 from ppgen.guides import GUIDES, check_sites
 from ppgen.infer import fit
 from ppgen.models import MODELS, ConvVAE
-from ppgen.models.conv_vae import conv_encoder, conv_guide
+from ppgen.nn.conv import conv_encoder
+from ppgen.guides.amortized import conv_guide
 from ppgen.runs import conv_vae as runner
 
 AMORTIZED = ["diag_normal", "lowrank_normal", "iaf", "spike_and_slab"]
@@ -102,7 +103,7 @@ def test_bad_inputs_name_the_problem(digits, sprites):
     with pytest.raises(ValueError, match="outside the support"):
         vae.check_data(sprites.train[:4] * 3)
     with pytest.raises(ValueError, match="2 channel"):  # two-channel images into a one-channel encoder
-        vae.make_encoder()(torch.rand(2, 2 * 1024))
+        conv_guide(GUIDES["diag_normal"], vae).encoder(torch.rand(2, 2 * 1024))
     with pytest.raises(ValueError, match="not an amortized guide"):
         conv_guide(GUIDES["vrnn_filtering"], vae)
     with pytest.raises(ValueError, match="unknown guide"):

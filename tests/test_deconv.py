@@ -2,10 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppgen.checkpoint import load_checkpoint
+from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.data.sprites import load_sprites
-from ppgen.deconv import (TASKS, Denoiser, SuperResolution, add_noise, degrade, downsample,
-                          evaluate_restoration, train_restoration)
+from ppgen.companions.deconv import TASKS, Denoiser, SuperResolution, add_noise, degrade, downsample, evaluate_restoration, train_restoration
 
 SHAPE = (1, 32, 32)
 

@@ -18,7 +18,8 @@ from ppgen.guides import GUIDES, DiagonalNormalGuide
 from ppgen.infer import History, fit
 from ppgen.models import VAE
 from ppgen.models.vrnn import VRNN
-from ppgen.ppca import ExactPPCAGuide, ppca_log_likelihood, ppca_mle, ppca_posterior
+from ppgen.guides.ppca import ExactPPCAGuide
+from ppgen.models.ppca import ppca_log_likelihood, ppca_mle, ppca_posterior
 
 
 # -- probabilistic PCA: the guide is (a scaled version of) the exact posterior ------------------

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from ppgen.checkpoint import load_checkpoint
+from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.guides import DiagonalNormalGuide, IAFGuide
 from ppgen.infer import NonFiniteLossError, fit
 from ppgen.models import VAE

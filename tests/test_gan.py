@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from ppgen.checkpoint import load_checkpoint
+from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.data.sprites import load_sprites
-from ppgen.gan import Discriminator, Generator, discriminator_loss, generator_loss, r1_penalty, train_gan
+from ppgen.nn.dcgan import Discriminator, Generator
+from ppgen.companions.gan import discriminator_loss, generator_loss, r1_penalty, train_gan
 
 SHAPE = (1, 32, 32)
 TINY = dict(z_dim=8, width=4, batch_size=32, lr=1e-3, progress=False)

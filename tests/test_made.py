@@ -1,4 +1,4 @@
-"""The autoregressive Bernoulli observation model (ppgen.made) against enumeration, and in a VRNN."""
+"""The autoregressive Bernoulli observation model (ppgen.nn.made) against enumeration, and in a VRNN."""
 from __future__ import annotations
 
 import itertools
@@ -13,9 +13,10 @@ from ppgen.data import load_synthetic
 from ppgen.guides import GUIDES
 from ppgen.infer import fit
 from ppgen.likelihoods import LIKELIHOODS
-from ppgen.made import AutoregressiveBernoulli, MaskedAutoregressiveNet
+from ppgen.distributions.autoregressive import AutoregressiveBernoulli
+from ppgen.nn.made import MaskedAutoregressiveNet
 from ppgen.models.vrnn import VRNN
-from ppgen.objectives import TraceELBO, log_importance_weights
+from ppgen.infer.objectives import TraceELBO, log_importance_weights
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppgen.music import plot_continuations, plot_piano_rolls, read_midi, write_midi
+from ppgen.figures.piano_rolls import plot_continuations, plot_piano_rolls
+from ppgen.data.midi import read_midi, write_midi
 from ppgen.runs import vrnn as run
 
 

@@ -1,5 +1,4 @@
 """The notebooks are part of the product: each runs top to bottom (short settings via PPGEN_FAST)."""
-import os
 from pathlib import Path
 
 import nbformat

@@ -19,7 +19,7 @@ from torch import nn
 from ppgen import likelihoods, priors
 from ppgen.guides import GUIDES, check_sites
 from ppgen.models import VAE, SparseVAE
-from ppgen.objectives import IWAE, MeanFieldELBO, TraceELBO, log_importance_weights, with_beta
+from ppgen.infer.objectives import IWAE, MeanFieldELBO, TraceELBO, log_importance_weights, with_beta
 
 N, X_DIM, Z_DIM, LEVELS = 6, 10, 3, 5
 

@@ -9,7 +9,8 @@ from ppgen.evaluate import test_elbo as heldout_elbo
 from ppgen.guides import DiagonalNormalGuide
 from ppgen.infer import fit
 from ppgen.models import VAE
-from ppgen.ppca import ExactPPCAGuide, ppca_log_likelihood, ppca_mle
+from ppgen.guides.ppca import ExactPPCAGuide
+from ppgen.models.ppca import ppca_log_likelihood, ppca_mle
 
 D, Q, N = 6, 2, 2000
 

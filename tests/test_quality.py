@@ -6,9 +6,7 @@ import scipy.linalg
 import torch
 
 from ppgen.data.sprites import load_sprites
-from ppgen.quality import (FeatureClassifier, classifier_features, frechet_distance, kernel_distance,
-                           laplacian_variance, memorisation, mutual_information_gap, prdc, psnr,
-                           quality_report, ssim, train_feature_classifier)
+from ppgen.companions.quality import FeatureClassifier, classifier_features, frechet_distance, kernel_distance, laplacian_variance, memorisation, mutual_information_gap, prdc, psnr, quality_report, ssim, train_feature_classifier
 
 
 def _with_moments(n, mean, cov, seed):

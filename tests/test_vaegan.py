@@ -5,14 +5,14 @@ import pyro
 import pytest
 import torch
 
-from ppgen.checkpoint import load_checkpoint
+from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.data.sprites import load_sprites
-from ppgen.gan import Discriminator
+from ppgen.nn.dcgan import Discriminator
 from ppgen.guides import GUIDES, check_sites
 from ppgen.models import MODELS, ConvVAE, VAEGAN
-from ppgen.models.conv_vae import conv_guide
-from ppgen.models.vaegan import VAEGANConfig, decode_fakes, train_vaegan, vae_loss, vaegan_step
-from ppgen.objectives import TraceELBO
+from ppgen.guides.amortized import conv_guide
+from ppgen.companions.vaegan import VAEGANConfig, decode_fakes, train_vaegan, vae_loss, vaegan_step
+from ppgen.infer.objectives import TraceELBO
 
 TINY = dict(batch_size=32, lr=1e-3, progress=False, device="cpu")
 

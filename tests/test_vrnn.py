@@ -10,15 +10,15 @@ import torch.distributions as td
 from pyro import poutine
 
 from ppgen.data import load_synthetic
-from ppgen.evaluate_sequences import (continuation_log_likelihood, sequence_metrics, stepwise_log_weights,
-                                      elbo_per_frame)
+from ppgen.evaluate.sequences import continuation_log_likelihood, sequence_metrics, stepwise_log_weights, elbo_per_frame
 from ppgen.guides import GUIDES, FilteringGuide, SmoothingGuide, check_sites
 from ppgen.guides.vrnn import reverse_padded
 from ppgen.infer import fit
 from ppgen.models import MODELS
-from ppgen.models.vrnn import VRNN, VRNN_PRIORS, StandardNormalStep
-from ppgen.objectives import ELBOS, TraceELBO, log_importance_weights
-from ppgen.sequence_sites import SiteSequence, Step, normal
+from ppgen.models.vrnn import VRNN
+from ppgen.priors import STEP_PRIORS, StandardNormalStep
+from ppgen.infer.objectives import ELBOS, TraceELBO, log_importance_weights
+from ppgen.distributions.site_sequence import SiteSequence, Step, normal
 
 D, Z, H = 12, 3, 16
 GUIDE_CLASSES = [FilteringGuide, SmoothingGuide]
@@ -67,7 +67,7 @@ def seq_log_weight(model, guide, x, mask, z):
 def test_registries():
     assert MODELS["vrnn"] is VRNN
     assert GUIDES["vrnn_filtering"] is FilteringGuide and GUIDES["vrnn_smoothing"] is SmoothingGuide
-    assert set(VRNN_PRIORS) == {"learned", "standard"}
+    assert set(STEP_PRIORS) == {"learned", "standard"}
 
 
 @pytest.mark.parametrize("guide_cls", GUIDE_CLASSES)
@@ -292,7 +292,7 @@ def test_guides_train_with_falling_loss(guide_name):
 
 
 @pytest.mark.parametrize("elbo", list(ELBOS))
-@pytest.mark.parametrize("prior", list(VRNN_PRIORS))
+@pytest.mark.parametrize("prior", list(STEP_PRIORS))
 @pytest.mark.parametrize("guide_name", ["vrnn_filtering", "vrnn_smoothing"])
 def test_every_guide_prior_and_objective_trains(guide_name, prior, elbo):
     data = load_synthetic("binary", n=20, T=10, seed=2)

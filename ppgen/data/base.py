@@ -1,6 +1,7 @@
 """The Dataset container and the input checks shared by every loader."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,3 +109,22 @@ def _flatten(x, what):
     if x.dim() == 4:
         return x.reshape(x.shape[0], -1), tuple(x.shape[1:])
     raise ValueError(f"{what} must be [N, features], [N, H, W] or [N, C, H, W]; got shape {tuple(x.shape)}")
+
+
+def check_images(data, image_shape: tuple, what: str = "data") -> torch.Tensor:
+    """Flat float images ``[N, C*H*W]`` with values in [0, 1], or a clear ``ValueError``."""
+    if not isinstance(data, torch.Tensor) or data.dim() != 2:
+        got = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+        raise ValueError(f"{what} must be a tensor of flat images [N, C*H*W], got {got}")
+    d = math.prod(image_shape)
+    if data.shape[0] == 0:
+        raise ValueError(f"{what} is empty")
+    if data.shape[1] != d:
+        raise ValueError(f"{what} have {data.shape[1]} features but image_shape {tuple(image_shape)} needs {d}")
+    data = data.float()
+    if not torch.isfinite(data).all():
+        raise ValueError(f"{what} contain non-finite values (NaN or inf)")
+    if data.min() < 0 or data.max() > 1:
+        raise ValueError(f"{what} must lie in [0, 1] (min {data.min().item():g}, max {data.max().item():g}); "
+                         "rescale them first, e.g. divide digits counts by 16")
+    return data

@@ -4,7 +4,7 @@ independent generative factors (no download; numpy only).
 Every image is one point of the factor grid ``shape x scale x rotation x pos_x x pos_y``
 (sizes in :data:`FACTOR_SIZES`), so the ground-truth factors are known exactly and are
 statistically independent over the full grid: the setting that disentanglement metrics
-such as MIG (:func:`ppgen.quality.mutual_information_gap`) assume.
+such as MIG (:func:`ppgen.companions.quality.mutual_information_gap`) assume.
 
 Rotation is measured within each shape's symmetry period (90 degrees for the square, 180
 for the ellipse, 360 for the heart), so distinct rotation indices give distinct images;

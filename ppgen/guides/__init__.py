@@ -1,7 +1,7 @@
 """Pyro guides q(z | x). Each is an ``nn.Module`` with the model's call signature that
 samples the model's latent sites; ``GUIDES[name].for_model(model)`` builds one sized for a
 model. :func:`check_sites` verifies that a guide's sites match a model's."""
-from .amortized import DiagonalNormalGuide, LowRankNormalGuide
+from .amortized import AmortizedGuide, DiagonalNormalGuide, LowRankNormalGuide, conv_guide
 from .flows import IAFGuide
 from .sites import SiteMismatchError, check_sites, latent_sites
 from .spike_slab import SpikeAndSlabGuide
@@ -16,5 +16,5 @@ GUIDES = {
     "vrnn_smoothing": SmoothingGuide,
 }
 
-__all__ = ["GUIDES", "DiagonalNormalGuide", "LowRankNormalGuide", "IAFGuide", "SpikeAndSlabGuide",
+__all__ = ["GUIDES", "AmortizedGuide", "conv_guide", "DiagonalNormalGuide", "LowRankNormalGuide", "IAFGuide", "SpikeAndSlabGuide",
            "SiteMismatchError", "check_sites", "latent_sites"]

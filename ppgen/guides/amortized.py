@@ -11,7 +11,8 @@ from torch import nn
 from torch.distributions.utils import _standard_normal
 from torch.nn.functional import softplus
 
-from ..nn import MLP, Scale
+from ..nn.conv import conv_encoder
+from ..nn.mlp import MLP, Scale
 
 
 def mlp_encoder(x_dim: int, hidden: int | Sequence[int] = 256, input_scale: float = 1.0) -> nn.Module:
@@ -101,3 +102,16 @@ class LowRankNormalGuide(AmortizedGuide):
         factor = factor.reshape(*factor.shape[:-1], self.z_dim, self.rank)
         # small factor scale at init keeps early training close to the diagonal guide
         return dist.LowRankMultivariateNormal(loc, 0.1 * factor, softplus(raw_diag) + 1e-4)
+
+
+def conv_guide(guide_cls, model, hidden: int | None = None, width: int | None = None, **kwargs):
+    """``guide_cls.for_model(model, encoder=conv_encoder(...))`` for any amortized guide class
+    (diag_normal, lowrank_normal, iaf, spike_and_slab), the encoder sized for an image model's
+    ``image_shape`` (a :class:`ppgen.models.ConvVAE`): ``hidden`` dense units and ``width``
+    channels at full resolution, the model's own sizes by default."""
+    if not (isinstance(guide_cls, type) and issubclass(guide_cls, AmortizedGuide)):
+        raise ValueError(f"{getattr(guide_cls, '__name__', guide_cls)} is not an amortized guide and cannot take a "
+                         "conv encoder; use diag_normal, lowrank_normal, iaf or spike_and_slab")
+    encoder = conv_encoder(model.image_shape, hidden or model.hidden, width=width or model.width,
+                           input_scale=model.likelihood.input_scale)
+    return guide_cls.for_model(model, encoder=encoder, **kwargs)

@@ -5,9 +5,10 @@ import pyro
 import torch
 from torch import nn
 
-from ..models.vrnn import VRNN, cat_features, gaussian_params, sequence_length
+from ..models.vrnn import VRNN, cat_features, sequence_length
+from ..nn.mlp import gaussian_params
 from ..nn import MLP
-from ..sequence_sites import SiteSequence, normal
+from ..distributions.site_sequence import SiteSequence, normal
 from .sites import SiteMismatchError
 
 

@@ -9,29 +9,8 @@ import torch
 from torch import nn
 
 from .. import likelihoods, priors
-from ..conv import ConvEncoder, DeconvDecoder
-from ..nn import Scale
+from ..nn.conv import DeconvDecoder, conv_channels
 from .vae import VAE
-
-
-def conv_channels(width: int, n: int = 4) -> tuple[int, ...]:
-    """DCGAN widths: ``width`` channels at full resolution, doubling as the maps halve."""
-    if int(width) < 1:
-        raise ValueError(f"width must be a positive int, got {width!r}")
-    return tuple(int(width) * 2 ** i for i in range(n))
-
-
-def conv_encoder(image_shape: Sequence[int], hidden: int = 256, *, width: int = 32,
-                 input_scale: float = 1.0) -> nn.Module:
-    """x -> features h for an amortized guide: stride-2 convolutions, a hidden layer of
-    ``hidden`` units and a LeakyReLU (the guide adds its own linear head on top).
-
-    Drop it into any amortized guide: ``GUIDES[name].for_model(model, encoder=conv_encoder(...))``.
-    ``input_scale`` divides x first (digits counts 0..16 -> 0..1), as the MLP encoder does."""
-    net = nn.Sequential(Scale(input_scale), ConvEncoder(image_shape, hidden, conv_channels(width)),
-                        nn.LeakyReLU(0.2))
-    net.out_features = int(hidden)
-    return net
 
 
 class ConvVAE(VAE):
@@ -40,17 +19,15 @@ class ConvVAE(VAE):
         z_n ~ p(z)                                 site "z", event [z_dim]  (self.prior, swappable)
         x_n ~ p(x | z_n) = lik(deconv(z_n))        site "x", observed, flat [C*H*W]
 
-    for n in the plate "data". ``deconv`` is a :class:`ppgen.conv.DeconvDecoder` that emits
+    for n in the plate "data". ``deconv`` is a :class:`ppgen.nn.DeconvDecoder` that emits
     ``likelihood.params_per_dim`` raw parameters per pixel (1 Bernoulli logit for sprites,
     17 categorical logits for the digits counts). No batch norm anywhere, so p(x|z) of one
     datapoint never depends on the rest of its batch.
 
     Everything else is the VAE's: swap the prior by assignment (``vae.prior = priors.Laplace(16)``),
-    and pair it with any amortized guide built on a conv encoder::
-
-        guide = GUIDES["iaf"].for_model(vae, encoder=vae.make_encoder())
-
-    (:func:`conv_guide` does exactly that).
+    and pair it with any amortized guide built on a conv encoder:
+    ``ppgen.guides.conv_guide(IAFGuide, vae)``. ``width`` and ``hidden`` record the sizes that
+    such a guide's encoder takes by default.
     """
 
     def __init__(self, x_dim: int, z_dim: int = 16, *, image_shape: Sequence[int],
@@ -75,22 +52,6 @@ class ConvVAE(VAE):
         kwargs.setdefault("image_shape", data.image_shape)
         return super().for_data(data, z_dim, **kwargs)
 
-    def make_encoder(self, hidden: int | None = None, width: int | None = None) -> nn.Module:
-        """A conv encoder sized for this model's images (for a guide's ``encoder=``)."""
-        return conv_encoder(self.image_shape, hidden or self.hidden, width=width or self.width,
-                            input_scale=self.likelihood.input_scale)
-
     def images(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z) on the unit scale [0, 1] (what a discriminator or a figure sees)."""
         return self.likelihood.mean(self.decoder(z)) / self.likelihood.input_scale
-
-
-def conv_guide(guide_cls, model: ConvVAE, hidden: int | None = None, width: int | None = None, **kwargs):
-    """``guide_cls.for_model(model, encoder=model.make_encoder(...))`` for any amortized guide
-    class (diag_normal, lowrank_normal, iaf, spike_and_slab)."""
-    from ..guides.amortized import AmortizedGuide
-
-    if not (isinstance(guide_cls, type) and issubclass(guide_cls, AmortizedGuide)):
-        raise ValueError(f"{getattr(guide_cls, '__name__', guide_cls)} is not an amortized guide and cannot take a "
-                         "conv encoder; use diag_normal, lowrank_normal, iaf or spike_and_slab")
-    return guide_cls.for_model(model, encoder=model.make_encoder(hidden, width), **kwargs)

@@ -29,11 +29,9 @@ class SparseVAE(VAE):
     ``sparsity(codes)`` reports the share of code entries that are (near) zero.
     """
 
-    sparse_priors = (priors.SpikeAndSlab, priors.Laplace)
-
     def check_prior(self) -> None:
-        if not isinstance(self.prior, self.sparse_priors):
-            names = ", ".join(p.name for p in self.sparse_priors)
+        if not getattr(self.prior, "sparse", False):
+            names = ", ".join(name for name, cls in priors.PRIORS.items() if cls.sparse)
             raise ValueError(f"SparseVAE needs a sparsity-inducing prior ({names}); got {self.prior.name!r}")
 
     @staticmethod

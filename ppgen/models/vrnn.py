@@ -6,17 +6,11 @@ from dataclasses import dataclass
 import pyro
 import torch
 from torch import nn
-from torch.nn.functional import softplus
 
 from .. import likelihoods
-from ..nn import MLP, eval_mode
-from ..sequence_sites import SiteSequence, normal, stack_steps
-
-
-def gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a network output into the (loc, scale) of a diagonal Gaussian."""
-    loc, raw_scale = raw.chunk(2, dim=-1)
-    return loc, softplus(raw_scale) + 1e-4
+from ..nn.mlp import MLP, eval_mode
+from ..priors import STEP_PRIORS
+from ..distributions.site_sequence import SiteSequence, normal, stack_steps
 
 
 def cat_features(*tensors: torch.Tensor) -> torch.Tensor:
@@ -33,38 +27,6 @@ def sequence_length(mask: torch.Tensor) -> int:
     would contribute nothing, so models and guides skip them."""
     return int(mask.sum(-1).max())
 
-
-class LearnedStepPrior(nn.Module):
-    """p(z_t | h_{t-1}) = N(mu(h_{t-1}), diag sigma(h_{t-1})^2), an MLP of the RNN state: the
-    VRNN's learned conditional prior."""
-
-    name = "learned"
-
-    def __init__(self, z_dim: int, hidden: int):
-        super().__init__()
-        self.z_dim = int(z_dim)
-        self.net = MLP(hidden, [hidden], 2 * z_dim)
-
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return gaussian_params(self.net(h))
-
-
-class StandardNormalStep(nn.Module):
-    """p(z_t) = N(0, I) at every step, whatever h_{t-1} (the STORN prior, Bayer & Osendorfer 2014)."""
-
-    name = "standard"
-
-    def __init__(self, z_dim: int, hidden: int | None = None):
-        super().__init__()
-        self.z_dim = int(z_dim)
-        self.register_buffer("zero", torch.zeros(()))  # follows the model's device and dtype
-
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        zeros = self.zero.expand(*h.shape[:-1], self.z_dim)
-        return zeros, zeros + 1.0
-
-
-VRNN_PRIORS = {"learned": LearnedStepPrior, "standard": StandardNormalStep}
 
 RNN_CELLS = {"gru": nn.GRUCell, "lstm": nn.LSTMCell}
 
@@ -122,12 +84,12 @@ class VRNN(nn.Module):
         h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})  deterministic, GRU or LSTM  (self.rnn)
 
     for each sequence in the plate "data" (dim -1), t = 0..T-1 in ``pyro.markov``. Priors
-    (:data:`VRNN_PRIORS`, swap in one line: ``vrnn.prior = StandardNormalStep(vrnn.z_dim)``):
+    (:data:`STEP_PRIORS`, swap in one line: ``vrnn.prior = priors.StandardNormalStep(vrnn.z_dim)``):
     ``"learned"`` p(z_t | h_{t-1}) = N(mu(h_{t-1}), diag sigma(h_{t-1})^2) (the paper's) and
     ``"standard"`` p(z_t) = N(0, I). Likelihoods: ``"bernoulli"`` (binary piano rolls, keys
     independent given z_t and h_{t-1}, as in the paper), ``"autoregressive_bernoulli"`` (binary,
     p(x_t|z_t,h_{t-1}) = prod_k p(x_{t,k} | x_{t,<k}, z_t, h_{t-1}), so the notes of a chord stay
-    dependent; see :mod:`ppgen.made`) or ``"normal"`` (real values, one learned scale per
+    dependent; see :mod:`ppgen.nn.made`) or ``"normal"`` (real values, one learned scale per
     dimension). The default sizes (z_dim 16, hidden 128) did best on JSB Chorales among those we
     tried without dropout: larger RNNs overfit sooner.
 
@@ -152,15 +114,15 @@ class VRNN(nn.Module):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout}")
-        if prior not in VRNN_PRIORS:
-            raise ValueError(f"unknown prior {prior!r}; choose one of: {', '.join(VRNN_PRIORS)}")
+        if prior not in STEP_PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of: {', '.join(STEP_PRIORS)}")
         if likelihood not in likelihoods.LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of: {', '.join(likelihoods.LIKELIHOODS)}")
         self.x_dim, self.z_dim, self.hidden = int(x_dim), int(z_dim), int(hidden)
         self.likelihood = likelihoods.LIKELIHOODS[likelihood](x_dim, **(likelihood_kwargs or {}))
         self.phi_x = nn.Sequential(MLP(x_dim, [hidden], hidden), nn.ReLU(), nn.Dropout(dropout))
         self.phi_z = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU())
-        self.prior = VRNN_PRIORS[prior](z_dim, hidden)
+        self.prior = STEP_PRIORS[prior](z_dim, hidden)
         self.decoder_dropout = nn.Dropout(dropout)
         self.decoder = MLP(2 * hidden, [hidden], self.likelihood.out_features)
         self.rnn = Recurrence(rnn, 2 * hidden, hidden)
@@ -300,7 +262,7 @@ class VRNN(nn.Module):
         p(x_{1:L}, z_{1:L}) / q(z_{1:L} | x), and resample (sampling-importance-resampling):
         as ``particles`` grows the states approach draws under the model's own posterior
         p(z_{1:L} | x_{1:L}), whatever the guide's quality."""
-        from ..evaluate_sequences import stepwise_log_weights
+        from ..evaluate.sequences import stepwise_log_weights
 
         draws = stepwise_log_weights(self, guide, x_prefix, mask_prefix, num_particles=particles)
         T = draws.log_w.shape[-1]

@@ -4,11 +4,11 @@ Trained by :func:`ppgen.infer.fit` like the MLP VAE; the dataset, figures and sa
 the VAE runner's (:mod:`ppgen.runs.vae`)."""
 from __future__ import annotations
 
-from ..compare import code_mig
+from ..companions.sample_quality import code_mig
 from ..evaluate import evaluate
 from ..guides import GUIDES
 from ..models import MODELS
-from ..models.conv_vae import conv_guide
+from ..guides.amortized import conv_guide
 from ..priors import PRIORS
 from .vae import _pick, load_dataset, sample, save_figures  # noqa: F401  (the runner interface)
 

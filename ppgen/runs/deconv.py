@@ -1,5 +1,5 @@
 """Restoration nets as a run (``ppgen train deconv --task sr2|sr4|denoise``): trained by
-:func:`ppgen.deconv.train_restoration` on a dataset's unit-scale images, evaluated by PSNR
+:func:`ppgen.companions.deconv.train_restoration` on a dataset's unit-scale images, evaluated by PSNR
 and SSIM on the test split against the task's fixed baselines (nearest and bicubic
 upsampling; the noisy input and a 3x3 box filter)."""
 from __future__ import annotations
@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 
 from .. import data as data_mod
-from ..compare import unit_images
-from ..deconv import TASKS, degrade, evaluate_restoration, train_restoration
-from ..device import resolve_device
-from ..plots import show_images
-from .own_loop import family_config, load_state, start_run, update_metrics
+from ..companions.sample_quality import unit_images
+from ..companions.deconv import TASKS, degrade, evaluate_restoration, train_restoration
+from ..nn.device import resolve_device
+from ..figures.images import show_images
+from .files import family_config, load_state, start_run, update_metrics
 
 DEFAULTS = {"task": "sr2", "width": 64, "epochs": 10, "batch_size": 64, "lr": 1e-3, "seed": 0}
-SSIM_WINDOW = 11  # ppgen.quality.ssim's default Gaussian window
+SSIM_WINDOW = 11  # ppgen.companions.quality.ssim's default Gaussian window
 
 
 def load_dataset(spec: str):
@@ -75,7 +75,7 @@ def load_run(run_dir, config: dict, device: str = "auto"):
 
 
 def eval_run(run_dir, *, device: str = "auto", iwae_k: int = 1000) -> dict:
-    from . import read_json
+    from .files import read_json
 
     config = read_json(Path(run_dir) / "config.json")
     net, _, dataset, config = load_run(run_dir, config, device)

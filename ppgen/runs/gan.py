@@ -1,4 +1,4 @@
-"""The DCGAN companion as a run (``ppgen train gan``): trained by :func:`ppgen.gan.train_gan`
+"""The DCGAN companion as a run (``ppgen train gan``): trained by :func:`ppgen.companions.gan.train_gan`
 on the unit-scale images of a dataset, judged by sample quality (there is no likelihood)."""
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pathlib import Path
 import torch
 
 from .. import data as data_mod
-from ..compare import sample_quality, unit_images, unit_samples
-from ..device import resolve_device
-from ..gan import Discriminator, Generator, train_gan
-from ..models.conv_vae import conv_channels
-from ..plots import show_images
-from .own_loop import family_config, load_state, start_run, update_metrics
+from ..companions.sample_quality import sample_quality, unit_images, unit_samples
+from ..nn.device import resolve_device
+from ..nn.dcgan import Discriminator, Generator
+from ..companions.gan import train_gan
+from ..nn.conv import conv_channels
+from ..figures.images import show_images
+from .files import family_config, load_state, start_run, update_metrics
 
 #: spectral norm and lr 1e-3: on sprites, 10 epochs without spectral norm (lr 2e-4 or 1e-3) ended
 #: with blank images, and lr 2e-4 with it collapsed to few modes (BENCHMARKS.md, "Sample quality")
@@ -21,7 +22,7 @@ DEFAULTS = {"z_dim": 32, "width": 32, "epochs": 20, "batch_size": 64, "lr": 1e-3
 
 
 def build(config: dict, image_shape) -> tuple[Generator, Discriminator]:
-    """(generator, discriminator) as :func:`ppgen.gan.train_gan` builds them (DCGAN widths
+    """(generator, discriminator) as :func:`ppgen.companions.gan.train_gan` builds them (DCGAN widths
     from ``width``), seeded with the config's seed."""
     torch.manual_seed(config["seed"])
     widths = conv_channels(config["width"])
@@ -73,7 +74,7 @@ def load_run(run_dir, config: dict, device: str = "auto"):
 
 def eval_run(run_dir, *, device: str = "auto", iwae_k: int = 1000) -> dict:
     """Recompute the quality metrics from the checkpoint and merge them into metrics.json."""
-    from . import read_json
+    from .files import read_json
 
     config = read_json(Path(run_dir) / "config.json")
     generator, _, dataset, config = load_run(run_dir, config, device)

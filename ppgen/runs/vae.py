@@ -9,7 +9,7 @@ from .. import data as data_mod
 from ..evaluate import evaluate
 from ..guides import GUIDES
 from ..models import MODELS, SparseVAE
-from ..plots import show_images
+from ..figures.images import show_images
 from ..priors import PRIORS
 
 #: fit settings tuned on digits (benchmarks/digits_vae.py, BENCHMARKS.md); a CLI flag overrides them

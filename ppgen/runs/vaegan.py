@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from ..compare import sample_quality, unit_samples
-from ..device import resolve_device
-from ..models.vaegan import train_vaegan
-from . import _guide_name, _to
+from ..companions.sample_quality import sample_quality, unit_samples
+from ..nn.device import resolve_device
+from ..companions.vaegan import train_vaegan
+from .api import _guide_name, _to
 from .conv_vae import build, load_dataset
 from .conv_vae import metrics as likelihood_metrics
-from .own_loop import family_config, load_state, start_run, update_metrics
+from .files import family_config, load_state, start_run, update_metrics
 from .vae import sample, save_figures  # noqa: F401  (the runner interface)
 
 DEFAULTS = {"prior": None, "guide": None, "z_dim": 16, "hidden": 256, "width": 32, "likelihood": None,
@@ -75,7 +75,7 @@ def load_run(run_dir, config: dict, device: str = "auto"):
 
 def eval_run(run_dir, *, device: str = "auto", iwae_k: int = 1000) -> dict:
     """Recompute the likelihood and quality metrics from the checkpoint; merge into metrics.json."""
-    from . import read_json
+    from .files import read_json
 
     model, guide, dataset, config = load_run(run_dir, read_json(Path(run_dir) / "config.json"), device)
     return update_metrics(run_dir, {**evaluate_run(model, guide, dataset, iwae_k, config.get("seed", 0)),

@@ -7,10 +7,12 @@ import torch
 
 from .. import data as data_mod
 from ..data.polyphonic import KEYS, SequenceDataset, transposed
-from ..evaluate_sequences import continuation_log_likelihood, sequence_metrics, elbo_per_frame
+from ..evaluate.sequences import continuation_log_likelihood, sequence_metrics, elbo_per_frame
 from ..guides import GUIDES
-from ..models.vrnn import VRNN, VRNN_PRIORS
-from ..music import plot_continuations, plot_piano_rolls, write_midi
+from ..models.vrnn import VRNN
+from ..priors import STEP_PRIORS
+from ..figures.piano_rolls import plot_continuations, plot_piano_rolls
+from ..data.midi import write_midi
 
 DEFAULTS = {"z_dim": 16, "hidden": 128, "rnn": "gru", "prior": "learned", "guide": "vrnn_smoothing",
             "likelihood": None, "dropout": 0.0}
@@ -45,8 +47,8 @@ def build(config: dict, dataset) -> tuple:
     """(model, guide) from a run config: ``z_dim``, ``hidden``, ``rnn`` (gru|lstm), ``prior``
     (learned|standard), ``guide`` (vrnn_filtering|vrnn_smoothing), ``likelihood``, ``dropout``."""
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k in DEFAULTS and v is not None}}
-    if cfg["prior"] not in VRNN_PRIORS:
-        raise ValueError(f"unknown VRNN prior {cfg['prior']!r}; choose one of: {', '.join(VRNN_PRIORS)}")
+    if cfg["prior"] not in STEP_PRIORS:
+        raise ValueError(f"unknown VRNN prior {cfg['prior']!r}; choose one of: {', '.join(STEP_PRIORS)}")
     if cfg["guide"] not in VRNN_GUIDES:
         raise ValueError(f"unknown VRNN guide {cfg['guide']!r}; choose one of: {', '.join(VRNN_GUIDES)}")
     kwargs = {k: cfg[k] for k in ("z_dim", "hidden", "rnn", "prior", "dropout")}

@@ -1,4 +1,4 @@
-"""Piano rolls out of and into the world: figures, and MIDI files through ``mido``.
+"""Piano rolls in and out of MIDI files, through ``mido``.
 
 A roll is ``[T, 88]`` (numpy or torch), one frame per beat by default, column 0 = MIDI note
 21 (A0); values above 0.5 count as sounding. Consecutive sounding frames of a key are one
@@ -11,12 +11,11 @@ from pathlib import Path
 
 import mido
 import numpy as np
-from matplotlib.figure import Figure
 
-from .data.polyphonic import KEYS, LOWEST_NOTE
+from .polyphonic import KEYS, LOWEST_NOTE
 
 
-def _as_roll(roll) -> np.ndarray:
+def as_roll(roll) -> np.ndarray:
     a = roll.detach().cpu().numpy() if hasattr(roll, "detach") else np.asarray(roll)
     if a.ndim != 2 or a.shape[1] != KEYS:
         raise ValueError(f"a piano roll must be [T, {KEYS}], got shape {a.shape}")
@@ -26,7 +25,7 @@ def _as_roll(roll) -> np.ndarray:
 def write_midi(roll, path, *, bpm: float = 120.0, frames_per_beat: int = 1, velocity: int = 80,
                program: int = 0, ticks_per_beat: int = 480) -> Path:
     """Write a piano roll ``[T, 88]`` as a one-track MIDI file; returns the path."""
-    on = _as_roll(roll) > 0.5
+    on = as_roll(roll) > 0.5
     if ticks_per_beat % frames_per_beat:
         raise ValueError("ticks_per_beat must be a multiple of frames_per_beat")
     frame_ticks = ticks_per_beat // frames_per_beat
@@ -79,40 +78,3 @@ def read_midi(path, *, frames_per_beat: int = 1) -> np.ndarray:
         if 0 <= key < KEYS:
             roll[int(np.ceil(start / frame_ticks)):int(np.ceil(end / frame_ticks)), key] = 1.0
     return roll
-
-
-def _draw(ax, roll, title=None, split: int | None = None):
-    ax.imshow(_as_roll(roll).T, origin="lower", aspect="auto", cmap="gray_r", vmin=0, vmax=1,
-              interpolation="nearest")
-    c_keys = [k for k in range(KEYS) if (k + LOWEST_NOTE) % 12 == 0]
-    ax.set_yticks(c_keys, [f"C{(k + LOWEST_NOTE) // 12 - 1}" for k in c_keys], fontsize=6)
-    if split is not None:
-        ax.axvline(split - 0.5, color="tab:red", linewidth=1)
-    if title:
-        ax.set_title(title, fontsize=8)
-
-
-def plot_piano_rolls(rolls, titles=None, *, height: float = 1.6) -> Figure:
-    """One row per roll (a list of ``[T, 88]`` or an array ``[N, T, 88]``): time right, pitch up."""
-    rolls = list(rolls)
-    fig = Figure(figsize=(8, height * len(rolls)), layout="constrained")
-    axes = fig.subplots(len(rolls), 1, squeeze=False)[:, 0]
-    for i, (ax, roll) in enumerate(zip(axes, rolls)):
-        _draw(ax, roll, titles[i] if titles else None)
-    axes[-1].set_xlabel("frame")
-    return fig
-
-
-def plot_continuations(prefix, continuations, truth=None, *, height: float = 1.6) -> Figure:
-    """A prefix ``[P, 88]`` followed by each sampled continuation ``[S, 88]`` (and the true one,
-    when given) on rows that share the time axis; a red line marks where the prefix ends."""
-    prefix = _as_roll(prefix)
-    rows = [(np.concatenate([prefix, _as_roll(c)]), f"continuation {i + 1}") for i, c in enumerate(continuations)]
-    if truth is not None:
-        rows.insert(0, (np.concatenate([prefix, _as_roll(truth)]), "true continuation"))
-    fig = Figure(figsize=(8, height * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), 1, squeeze=False, sharex=True)[:, 0]
-    for ax, (roll, title) in zip(axes, rows):
-        _draw(ax, roll, title, split=len(prefix))
-    axes[-1].set_xlabel("frame")
-    return fig

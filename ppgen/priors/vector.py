@@ -14,11 +14,15 @@ import torch
 import pyro.distributions as dist
 from torch import nn
 
-from .distributions import SpikeAndSlab as _SpikeAndSlabDist
+from ..distributions import SpikeAndSlab as _SpikeAndSlabDist
 
 
 class Prior(nn.Module):
+    """p(z) over ``[z_dim]``: ``prior()`` returns the distribution. ``sparse`` is the one rule
+    for "does this prior make sparse codes" (evaluation then reports code sparsity)."""
+
     name = "prior"
+    sparse = False
 
     def __init__(self, z_dim: int):
         super().__init__()
@@ -69,6 +73,7 @@ class Laplace(Prior):
     than the Normal at the same variance, still a density, so any Normal-family guide fits."""
 
     name = "laplace"
+    sparse = True
 
     def __init__(self, z_dim: int, scale: float = 2**-0.5):
         super().__init__(z_dim)
@@ -118,6 +123,7 @@ class SpikeAndSlab(Prior):
     guide) give a finite KL to it from the sparse side; Normal-family guides remain valid."""
 
     name = "spike_and_slab"
+    sparse = True
 
     def __init__(self, z_dim: int, alpha: float = 0.5):
         super().__init__(z_dim)

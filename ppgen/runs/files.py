@@ -1,12 +1,38 @@
-"""Run-directory bookkeeping: the config check on resume and the refusal to overwrite a run
-(every family), and, for the families with their own training loop (gan, vaegan, deconv),
-loading a checkpoint's networks."""
+"""Run-directory files: config.json, metrics.json and checkpoint.pt, written atomically; the
+settings check on resume and the refusal to overwrite a run (every family)."""
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint
-from . import read_json, write_json
+from ..infer.checkpoint import load_checkpoint
+
+
+def read_config(run_dir) -> dict:
+    """The config.json of a run directory, with errors that say which of the two is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    return read_json(run_dir / "config.json")
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"not found: {path}")
+    return json.loads(path.read_text())
+
+
+def write_json(path, obj) -> None:
+    """Atomic write, like checkpoints: never a half-written metrics or config file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
 
 
 def start_run(out, config: dict, resume: bool) -> Path:

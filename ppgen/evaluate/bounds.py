@@ -12,8 +12,8 @@ import pyro
 import torch
 from pyro import poutine
 
-from .nn import eval_mode
-from .objectives import TraceELBO, log_importance_weights
+from ..nn import eval_mode
+from ..infer.objectives import TraceELBO, log_importance_weights
 
 
 def _batches(data, batch_size):

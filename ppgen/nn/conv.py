@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from .mlp import Scale
+
 LeakyReLU = partial(nn.LeakyReLU, 0.2)
 
 
@@ -146,3 +148,23 @@ class DeconvDecoder(nn.Module):
         # channel index c*k + j -> [C, H, W, k], so one pixel's k parameters are adjacent
         out = out.reshape(-1, c, self.k, h, w).permute(0, 1, 3, 4, 2)
         return out.reshape(*lead, self.out_features)
+
+
+def conv_channels(width: int, n: int = 4) -> tuple[int, ...]:
+    """DCGAN widths: ``width`` channels at full resolution, doubling as the maps halve."""
+    if int(width) < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    return tuple(int(width) * 2 ** i for i in range(n))
+
+
+def conv_encoder(image_shape: Sequence[int], hidden: int = 256, *, width: int = 32,
+                 input_scale: float = 1.0) -> nn.Module:
+    """x -> features h for an amortized guide: stride-2 convolutions, a hidden layer of
+    ``hidden`` units and a LeakyReLU (the guide adds its own linear head on top).
+
+    Drop it into any amortized guide: ``GUIDES[name].for_model(model, encoder=conv_encoder(...))``.
+    ``input_scale`` divides x first (digits counts 0..16 -> 0..1), as the MLP encoder does."""
+    net = nn.Sequential(Scale(input_scale), ConvEncoder(image_shape, hidden, conv_channels(width)),
+                        nn.LeakyReLU(0.2))
+    net.out_features = int(hidden)
+    return net

@@ -39,10 +39,10 @@ import xarray as xr
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from .distributions import SpikeAndSlab
-from .nn import eval_mode
-from .objectives import log_importance_weights
-from .sequence_sites import Step
+from ..distributions import SpikeAndSlab
+from ..nn import eval_mode
+from ..infer.objectives import log_importance_weights
+from ..distributions.site_sequence import Step
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its 1.0 refactor on import

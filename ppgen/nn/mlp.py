@@ -1,8 +1,4 @@
-"""Network building blocks shared by models and guides.
-
-The convolutional blocks (``ConvEncoder``, ``DeconvDecoder``) live in :mod:`ppgen.conv`
-and are re-exported here so that every network is importable from one place.
-"""
+"""Fully connected building blocks: the MLP, input scaling, and eval mode for a block."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -10,6 +6,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn.functional import softplus
 
 
 class MLP(nn.Sequential):
@@ -52,11 +49,7 @@ class Scale(nn.Module):
         return x / self.scale if self.scale != 1.0 else x
 
 
-def _hidden(hidden: int | Sequence[int]) -> list[int]:
-    return [hidden] if isinstance(hidden, int) else list(hidden)
-
-
-try:  # the conv blocks are optional at import time while the package is being built up
-    from .conv import ConvEncoder, DeconvDecoder  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
+def gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a network output into the (loc, scale) of a diagonal Gaussian."""
+    loc, raw_scale = raw.chunk(2, dim=-1)
+    return loc, softplus(raw_scale) + 1e-4

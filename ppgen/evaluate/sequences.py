@@ -13,8 +13,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from .evaluate import iwae_log_likelihood, test_elbo
-from .nn import eval_mode
+from .bounds import iwae_log_likelihood, test_elbo
+from ..nn import eval_mode
 
 
 class WeightedDraws(NamedTuple):

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .conv import ConvEncoder
-from .device import resolve_device
+from ..nn.conv import ConvEncoder
+from ..nn.device import resolve_device
 
 
 # --------------------------------------------------------------------------- input checks

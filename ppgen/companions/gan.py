@@ -2,7 +2,7 @@
 
 The generator defines p(x) only implicitly, as the push-forward of z ~ N(0, I) through a
 deconvolution net, so there is no likelihood to report; compare it with the Pyro models
-through sample-quality metrics (:mod:`ppgen.quality`) instead. The discriminator is the
+through sample-quality metrics (:mod:`ppgen.companions.quality`) instead. The discriminator is the
 same conv encoder that amortized guides use, with one logit out.
 
 Loss: the non-saturating GAN loss (Goodfellow et al., 2014), stabilised by either spectral
@@ -22,52 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import rng_state, save_atomic
-from .conv import ConvEncoder, DeconvDecoder
-from .device import resolve_device
-from .loops import check_images, resume_from, stop_if_not_finite
-
-
-class Generator(nn.Module):
-    """x = sigmoid(g(z)), z ~ N(0, I_{z_dim}): pixel probabilities in [0, 1], flat
-    ``[..., C*H*W]`` (for binary data, read them as Bernoulli means).
-
-    Batch norm between the transposed convolutions follows DCGAN (on binary sprites the
-    generator without it collapsed to blank images in our runs). In training mode it
-    normalises with the batch's statistics, so call ``.eval()`` before drawing samples that
-    must not depend on the rest of their batch.
-    """
-
-    def __init__(self, z_dim: int, image_shape: Sequence[int], channels: Sequence[int] = (256, 128, 64, 32),
-                 batch_norm: bool = True):
-        super().__init__()
-        self.z_dim, self.image_shape = int(z_dim), tuple(image_shape)
-        self.decoder = DeconvDecoder(z_dim, image_shape, channels=channels, batch_norm=batch_norm)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(z))
-
-    def sample(self, n: int) -> torch.Tensor:
-        """``n`` images from the generator, on the generator's device."""
-        z = torch.randn(n, self.z_dim, device=next(self.parameters()).device)
-        return self(z)
-
-
-class Discriminator(nn.Module):
-    """D(x): one logit per flat image ``[..., C*H*W] -> [...]`` (real vs generated)."""
-
-    def __init__(self, image_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128, 256),
-                 spectral_norm: bool = False):
-        super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.encoder = ConvEncoder(image_shape, 1, channels, spectral_norm=spectral_norm)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x).squeeze(-1)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate activations ``[..., feature_dim]``."""
-        return self.encoder.features(x)
+from ..infer.checkpoint import rng_state, save_atomic
+from ..nn.dcgan import Discriminator, Generator
+from ..nn.device import resolve_device
+from ..data.base import check_images
+from ..infer.resume import resume_from, stop_if_not_finite
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import rng_state, save_atomic
-from .device import resolve_device
-from .loops import check_images, resume_from, stop_if_not_finite
+from ..infer.checkpoint import rng_state, save_atomic
+from ..nn.device import resolve_device
+from ..data.base import check_images
+from ..infer.resume import resume_from, stop_if_not_finite
 from .quality import psnr, ssim
 
 
@@ -166,7 +167,7 @@ def train_restoration(data: torch.Tensor, image_shape: Sequence[int], task: str 
 
     The net is ``TASKS[task].make_model`` with ``width`` channels unless ``model`` is given.
     Returns ``{"model", "history"}`` (history: per-epoch ``epoch``, ``loss``, ``seconds``).
-    Checkpoints, resume, device and the non-finite stop follow :func:`ppgen.gan.train_gan`.
+    Checkpoints, resume, device and the non-finite stop follow :func:`ppgen.companions.gan.train_gan`.
     """
     spec = _task(task)
     cfg = RestorationConfig(task, tuple(int(s) for s in image_shape), int(epochs), int(batch_size), float(lr),

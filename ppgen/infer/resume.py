@@ -1,31 +1,9 @@
-"""Small pieces shared by the companion training loops (:mod:`ppgen.gan`,
-:mod:`ppgen.deconv`): input checks, resume with a settings check, the non-finite stop."""
+"""Resume with a settings check, and the non-finite stop (shared by the training loops)."""
 from __future__ import annotations
-
-import math
 
 import torch
 
 from .checkpoint import load_checkpoint, set_rng_state
-
-
-def check_images(data, image_shape: tuple, what: str = "data") -> torch.Tensor:
-    """Flat float images ``[N, C*H*W]`` with values in [0, 1], or a clear ``ValueError``."""
-    if not isinstance(data, torch.Tensor) or data.dim() != 2:
-        got = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
-        raise ValueError(f"{what} must be a tensor of flat images [N, C*H*W], got {got}")
-    d = math.prod(image_shape)
-    if data.shape[0] == 0:
-        raise ValueError(f"{what} is empty")
-    if data.shape[1] != d:
-        raise ValueError(f"{what} have {data.shape[1]} features but image_shape {tuple(image_shape)} needs {d}")
-    data = data.float()
-    if not torch.isfinite(data).all():
-        raise ValueError(f"{what} contain non-finite values (NaN or inf)")
-    if data.min() < 0 or data.max() > 1:
-        raise ValueError(f"{what} must lie in [0, 1] (min {data.min().item():g}, max {data.max().item():g}); "
-                         "rescale them first, e.g. divide digits counts by 16")
-    return data
 
 
 def load_for_resume(checkpoint, config: dict, device) -> dict:

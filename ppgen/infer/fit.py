@@ -7,7 +7,6 @@ parameters that ``pyro.infer.Trace_ELBO()(model, guide)`` would expose as an ``E
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,8 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from .device import resolve_device
-from .guides import check_sites
+from ..nn.device import resolve_device
+from ..guides import check_sites
 from .objectives import ELBOS, TraceELBO, with_beta
 
 

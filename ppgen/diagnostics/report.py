@@ -1,13 +1,11 @@
-"""The diagnostics report of a run: did the variational fit work, and what does it say?
+"""The diagnostics report: did the variational fit work, and what does it say?
 
-``report(run_dir)`` (and ``ppgen report DIR``) writes ``DIR/report.html``, one
-self-contained page (every figure embedded as a PNG data URI, no scripts, no external
-resources), and ``DIR/posterior.nc``, the ArviZ InferenceData behind it (with the groups
-``vi_diagnostics`` and ``latent_kl`` added). In a notebook the returned :class:`Report`
-displays inline.
-
-The heavy imports (ArviZ, matplotlib, the runs) happen inside the functions, so that
-``import ppgen`` stays light.
+:func:`diagnose` computes what the page shows for a model/guide pair on held-out data;
+:func:`write_report` writes ``report.html``, one self-contained page (every figure embedded
+as a PNG data URI, no scripts, no external resources), and ``posterior.nc``, the ArviZ
+InferenceData behind it (with the groups ``vi_diagnostics`` and ``latent_kl`` added). In a
+notebook the returned :class:`Report` displays inline. ``ppgen.report(run_dir)``
+(:mod:`ppgen.runs.report`) does both for a run directory.
 """
 from __future__ import annotations
 
@@ -19,8 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pyro
 import torch
+
+from ..figures.images import image_grid, show_images
+from ..figures.piano_rolls import plot_piano_rolls
+from . import vi as D
 
 #: default draws per datapoint: posterior/predictive arrays (capped by size for sequences)
 #: and importance samples for k-hat (K >= ~200 for a stable Pareto fit; 1000 is comfortable)
@@ -43,62 +47,44 @@ class Report:
         return f"Report({str(self.path)!r}, posterior={str(self.posterior_path)!r}, {self.seconds:.1f} s)"
 
 
-def report(run_dir, *, num_samples: int | None = None, importance_samples: int = IMPORTANCE_DRAWS,
-           max_obs: int | None = None, device: str = "cpu", seed: int = 0) -> Report:
-    """Diagnose the run in ``run_dir`` on its test split and write ``report.html`` and
-    ``posterior.nc`` there. ``num_samples``: guide draws kept per datapoint (default 100,
-    fewer for long sequences); ``importance_samples``: draws per datapoint for k-hat and
-    log p(x); ``max_obs``: use only the first test datapoints (faster)."""
-    start = time.perf_counter()
-    run_dir = Path(run_dir)
-    ctx = diagnose_run(run_dir, num_samples=num_samples, importance_samples=importance_samples, max_obs=max_obs,
-                       device=device, seed=seed)
-    posterior_path = run_dir / "posterior.nc"
-    ctx["idata"].to_netcdf(str(posterior_path))
-    sections = [s for s in (build(ctx) for build in SECTIONS) if s is not None]
-    config = ctx["config"]
-    title = f"ppgen report: {config.get('model', type(ctx['model']).__name__)} on {config.get('data', ctx['dataset'].name)}"
-    body = render(title, sections, subtitle=str(run_dir))
-    path = run_dir / "report.html"
-    path.write_text(page(title, body), encoding="utf-8")
-    return Report(body, path, posterior_path, time.perf_counter() - start)
-
-
-def diagnose_run(run_dir: Path, *, num_samples, importance_samples, max_obs, device, seed) -> dict:
-    """Everything the report shows, for the run's test split: the model, guide, dataset and
-    config, and the InferenceData with the groups ``vi_diagnostics`` (k-hat, log p(x), gap
-    per datapoint) and ``latent_kl`` added."""
-    import pyro
-
-    from . import diagnostics as D
-    from .checkpoint import load_checkpoint
-    from .runs import load_run, read_json
-
-    model, guide, dataset, config = load_run(run_dir, device)
-    history = load_checkpoint(run_dir / "checkpoint.pt").get("history")
-    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    test = _first(dataset.test, max_obs)
+def diagnose(model, guide, data, *, num_samples: int | None = None, importance_samples: int = IMPORTANCE_DRAWS,
+             history=None, seed: int = 0, attrs: dict | None = None) -> dict:
+    """Everything the report shows for held-out ``data``: the InferenceData of
+    ``num_samples`` guide draws per datapoint (default 100, fewer for long sequences) with the
+    groups ``vi_diagnostics`` (k-hat, log p(x), gap per datapoint, from ``importance_samples``
+    draws) and ``latent_kl`` added, and those two datasets."""
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
-    idata = D.to_inference_data(model, guide, test, num_samples or _posterior_draws(test), history=history,
-                                attrs={"run_dir": str(run_dir), "config": json.dumps(config)})
-    diag = D.importance_diagnostics(model, guide, test, importance_samples)
-    kl = D.latent_kl(model, guide, test)
+    idata = D.to_inference_data(model, guide, data, num_samples or _posterior_draws(data), history=history,
+                                attrs=attrs)
+    diag = D.importance_diagnostics(model, guide, data, importance_samples)
+    kl = D.latent_kl(model, guide, data)
     idata.add_groups({"vi_diagnostics": diag, "latent_kl": kl})
-    return {"model": model, "guide": guide, "dataset": dataset, "config": config, "metrics": metrics,
-            "idata": idata, "diag": diag, "kl": kl}
+    return {"model": model, "guide": guide, "idata": idata, "diag": diag, "kl": kl}
+
+
+def write_report(ctx: dict, out_dir, title: str, subtitle: str = "", *, started: float | None = None) -> Report:
+    """Write ``out_dir/report.html`` (self-contained) and ``out_dir/posterior.nc`` from a
+    :func:`diagnose` context (plus ``config``, ``metrics`` and ``dataset`` where known)."""
+    started = time.perf_counter() if started is None else started
+    out_dir = Path(out_dir)
+    posterior_path = out_dir / "posterior.nc"
+    ctx["idata"].to_netcdf(str(posterior_path))
+    sections = [s for s in (build(ctx) for build in SECTIONS) if s is not None]
+    body = render(title, sections, subtitle=subtitle)
+    path = out_dir / "report.html"
+    path.write_text(page(title, body), encoding="utf-8")
+    return Report(body, path, posterior_path, time.perf_counter() - started)
 
 
 # -- sections: each takes the context and returns (id, title, html) or None -------------------
 
 def config_section(ctx):
-    rows = [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in ctx["config"].items()]
+    rows = [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in ctx.get("config", {}).items()]
     return "config", "Configuration", table(["setting", "value"], rows)
 
 
 def training_section(ctx):
-    from . import diagnostics as D
-
     if "training" not in ctx["idata"].groups():
         return None
     training = ctx["idata"].training
@@ -111,7 +97,7 @@ def training_section(ctx):
 
 def numbers_section(ctx):
     rows = bound_rows(ctx["diag"]) + frame_rows(ctx["diag"], ctx["idata"]) + latent_rows(ctx)
-    return "numbers", "The numbers (test split)", table(["quantity", "value"], rows) + recorded_note(ctx["metrics"])
+    return "numbers", "The numbers (test split)", table(["quantity", "value"], rows) + recorded_note(ctx.get("metrics", {}))
 
 
 def bound_rows(diag) -> list:
@@ -137,8 +123,6 @@ def frame_rows(diag, idata) -> list:
 
 def latent_rows(ctx) -> list:
     """KL per datapoint, active units and (for sparse models) code sparsity."""
-    from . import diagnostics as D
-
     kl, idata, rows = ctx["kl"], ctx["idata"], []
     for name in kl.data_vars:
         if not name.endswith("_per_dim"):
@@ -163,8 +147,6 @@ def recorded_note(metrics: dict) -> str:
 
 
 def verdict_section(ctx):
-    from . import diagnostics as D
-
     diag = ctx["diag"]
     bands = D.khat_bands(diag["khat"])
     n = diag.sizes["obs"]
@@ -185,8 +167,6 @@ def verdict_section(ctx):
 
 
 def khat_section(ctx):
-    from . import diagnostics as D
-
     text = ("<p>Each point is one test datapoint: the Pareto shape k-hat of its importance weights "
             "p(x, z) / q(z | x) (PSIS, Yao et al. 2018). Right: the ELBO gap, log p(x) - ELBO, which estimates "
             "KL(q(z|x) || p(z|x)). Standard errors of log p(x) are only meaningful where k-hat &lt; 0.7.</p>")
@@ -213,8 +193,6 @@ def traversal_section(ctx):
 
 
 def kl_section(ctx):
-    from . import diagnostics as D
-
     kl = ctx["kl"]
     if not any("latent" in v.dims or "time" in v.dims for v in kl.data_vars.values()):
         return None
@@ -225,8 +203,6 @@ def kl_section(ctx):
 
 
 def ppc_section(ctx):
-    from . import diagnostics as D
-
     text = ("<p>Test statistics T(x) of the observed test data (black) against data replicated from "
             "p(x | z), z ~ q(z | x) (one curve per draw; ArviZ <code>plot_ppc</code>). Systematic offsets show what "
             "the model does not reproduce.</p>")
@@ -268,7 +244,7 @@ def _decoder_mean(model, z: torch.Tensor) -> torch.Tensor | None:
 
 
 def _image_shape(ctx):
-    shape = getattr(ctx["dataset"], "image_shape", None)
+    shape = getattr(ctx.get("dataset"), "image_shape", None)
     return tuple(shape) if shape else None
 
 
@@ -280,8 +256,6 @@ def _posterior_mean_z(ctx, var: str = "z"):
 
 
 def image_panels(ctx, n: int = 16):
-    from .plots import show_images
-
     shape, idata, model = _image_shape(ctx), ctx["idata"], ctx["model"]
     if shape is None or "x" not in idata.observed_data:
         return None
@@ -300,8 +274,6 @@ def image_panels(ctx, n: int = 16):
 
 
 def worst_datapoint_images(ctx, obs) -> str:
-    from .plots import show_images
-
     shape, idata = _image_shape(ctx), ctx["idata"]
     if shape is None or "x" not in idata.observed_data:
         return ""
@@ -312,8 +284,6 @@ def worst_datapoint_images(ctx, obs) -> str:
 
 
 def piano_roll_panels(ctx, n: int = 3):
-    from .music import plot_piano_rolls
-
     idata, model = ctx["idata"], ctx["model"]
     x = idata.observed_data.get("x")
     if x is None or "time" not in x.dims:
@@ -331,11 +301,6 @@ def piano_roll_panels(ctx, n: int = 3):
 
 
 def latent_traversals(ctx, steps: int = 9, max_dims: int = 16):
-    import matplotlib.pyplot as plt
-
-    from . import diagnostics as D
-    from .plots import image_grid
-
     shape, model = _image_shape(ctx), ctx["model"]
     means = _posterior_mean_z(ctx)
     if shape is None or means is None or _decoder_mean(model, means[:1].to(_device(model))) is None:
@@ -403,8 +368,6 @@ def table(header, rows) -> str:
 
 def figure(fig, alt: str, dpi: int = 90) -> str:
     """A matplotlib figure as an embedded PNG (closed afterwards)."""
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -418,12 +381,6 @@ def _khat_text(k: float) -> str:
     return "-inf (exact)" if np.isneginf(k) else f"{k:.2f}"
 
 
-def _first(data, n: int | None):
-    if n is None:
-        return data
-    return tuple(t[:n] for t in data) if isinstance(data, (tuple, list)) else data[:n]
-
-
 def _posterior_draws(test) -> int:
     # cap the stored arrays at ~2 * 10^7 entries (long sequences): 100 draws of 447 digits is ~3 * 10^6
     x = test[0] if isinstance(test, (tuple, list)) else test
@@ -434,4 +391,4 @@ def _device(model):
     return next(model.parameters()).device
 
 
-__all__ = ["Report", "report", "render", "page", "table", "figure", "SECTIONS"]
+__all__ = ["Report", "diagnose", "write_report", "render", "page", "table", "figure", "SECTIONS"]

@@ -1,0 +1,2 @@
+"""Companions beside the Pyro models: the DCGAN, deconvolution restoration nets, VAE-GAN
+training, and sample-quality metrics."""

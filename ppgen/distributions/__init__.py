@@ -1,0 +1,7 @@
+"""Custom distributions: spike-and-slab, the autoregressive Bernoulli, and the per-step
+distributions of a sequence scored in one batched call (:class:`SiteSequence`)."""
+from .autoregressive import AutoregressiveBernoulli
+from .site_sequence import SiteSequence, Step, normal, stack_steps
+from .spike_slab import SpikeAndSlab
+
+__all__ = ["SpikeAndSlab", "AutoregressiveBernoulli", "SiteSequence", "Step", "normal", "stack_steps"]

@@ -1,0 +1,11 @@
+"""Named priors, one package: p(z) over a latent vector (:data:`PRIORS`) and per-step priors
+p(z_t | h_{t-1}) of sequence models (:data:`STEP_PRIORS`). Swap a model's prior in one line::
+
+    vae.prior = priors.Laplace(16)
+    vrnn.prior = priors.StandardNormalStep(vrnn.z_dim)
+"""
+from .steps import STEP_PRIORS, LearnedStepPrior, StandardNormalStep
+from .vector import PRIORS, Laplace, MixtureOfGaussians, Prior, SpikeAndSlab, StandardNormal, StudentT
+
+__all__ = ["PRIORS", "Prior", "StandardNormal", "Laplace", "StudentT", "MixtureOfGaussians", "SpikeAndSlab",
+           "STEP_PRIORS", "LearnedStepPrior", "StandardNormalStep"]

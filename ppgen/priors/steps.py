@@ -1,0 +1,44 @@
+"""Per-step priors p(z_t | h_{t-1}) of sequence models (the VRNN): called with the recurrent
+state h ``[..., hidden]``, they return the (loc, scale) of a diagonal Gaussian over z_t.
+
+Swap a VRNN's prior in one line: ``vrnn.prior = priors.StandardNormalStep(vrnn.z_dim)``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..nn.mlp import MLP, gaussian_params
+
+
+class LearnedStepPrior(nn.Module):
+    """p(z_t | h_{t-1}) = N(mu(h_{t-1}), diag sigma(h_{t-1})^2), an MLP of the RNN state: the
+    VRNN's learned conditional prior."""
+
+    name = "learned"
+
+    def __init__(self, z_dim: int, hidden: int):
+        super().__init__()
+        self.z_dim = int(z_dim)
+        self.net = MLP(hidden, [hidden], 2 * z_dim)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return gaussian_params(self.net(h))
+
+
+class StandardNormalStep(nn.Module):
+    """p(z_t) = N(0, I) at every step, whatever h_{t-1} (the STORN prior, Bayer & Osendorfer 2014)."""
+
+    name = "standard"
+
+    def __init__(self, z_dim: int, hidden: int | None = None):
+        super().__init__()
+        self.z_dim = int(z_dim)
+        self.register_buffer("zero", torch.zeros(()))  # follows the model's device and dtype
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = self.zero.expand(*h.shape[:-1], self.z_dim)
+        return zeros, zeros + 1.0
+
+
+STEP_PRIORS = {"learned": LearnedStepPrior, "standard": StandardNormalStep}
