@@ -11,17 +11,16 @@ import sys
 
 import torch
 
-from . import data, guides, likelihoods, priors
+from . import data, likelihoods
 from .infer.objectives import ELBOS
-from .runs import RUNNERS
-
+from .runs import FAMILIES
 
 
 def _registries() -> str:
+    width = max(map(len, FAMILIES))
+    models = "\n".join(f"  {name:<{width}}  {fam.accepts()}" for name, fam in FAMILIES.items())
     return (
-        f"models:   {', '.join(RUNNERS)}\n"
-        f"priors:   {', '.join(priors.PRIORS)}\n"
-        f"guides:   {', '.join(guides.GUIDES)}\n"
+        f"models, with the priors and guides each takes:\n{models}\n"
         f"elbos:    {', '.join(ELBOS)}\n"
         f"datasets: {', '.join(data.DATASETS)}, or a path (IDX directory/file, .npy, .npz)"
     )
@@ -33,13 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=_registries(), formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model and write a run directory", epilog=_registries(), formatter_class=fmt)
-    t.add_argument("model", help="model name: " + ", ".join(RUNNERS))
+    t = sub.add_parser("train", help="train a model and write a run directory", epilog=_registries(), formatter_class=fmt,
+                       description="Train a model and write a run directory. A setting not given takes the "
+                                   "model family's default (ppgen.runs.FAMILIES[model].defaults).")
+    t.add_argument("model", help="model name: " + ", ".join(FAMILIES))
     t.add_argument("--data", default="digits", help="dataset name or path (default: digits)")
-    t.add_argument("--prior", default=None, help="prior name (default: the model's own)")
-    t.add_argument("--guide", default=None, help="guide name (default: the model's own)")
-    t.add_argument("--elbo", default="trace", help="objective: " + ", ".join(ELBOS))
-    t.add_argument("--particles", type=int, default=1, dest="num_particles", help="samples per datapoint (K for iwae)")
+    t.add_argument("--prior", default=None, help="prior name, one the model takes (default: the model's own)")
+    t.add_argument("--guide", default=None, help="guide name, one the model takes (default: the model's own)")
+    t.add_argument("--elbo", default=None, help="objective: " + ", ".join(ELBOS) + " (default: the family's)")
+    t.add_argument("--particles", type=int, default=None, dest="num_particles",
+                   help="samples per datapoint (K for iwae)")
     t.add_argument("--likelihood", default=None,
                    help="p(x|z): " + ", ".join(likelihoods.LIKELIHOODS) + " (default: the data's)")
     t.add_argument("--z-dim", type=int, default=None, help="latent size (default: the model family's, 16 for the VAEs)")
@@ -47,17 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None, help="epochs (default: the family's; 1000 for the VAEs, an upper bound for early stopping)")
     t.add_argument("--batch-size", type=int, default=None, help="default: the family's (128 for the Pyro models)")
     t.add_argument("--lr", type=float, default=None, help="default: the family's (1e-3 for the Pyro models)")
-    t.add_argument("--beta", type=float, default=1.0, help="KL weight")
-    t.add_argument("--anneal-epochs", type=float, default=0.0, help="linear KL annealing from 0 to beta")
+    t.add_argument("--beta", type=float, default=None, help="KL weight")
+    t.add_argument("--anneal-epochs", type=float, default=None, help="linear KL annealing from 0 to beta")
     t.add_argument("--clip-norm", type=float, default=None)
-    t.add_argument("--lr-schedule", default="constant")
+    t.add_argument("--lr-schedule", default=None, help="constant, cosine or step")
     t.add_argument("--patience", type=int, default=None,
                    help="early stopping after this many epochs without a better validation ELBO (default: 100 for the VAEs, off otherwise)")
     t.add_argument("--weight-decay", type=float, default=None,
                    help="Adam L2 penalty (default: the model family's; 0.03 for the VAE family, tuned on digits)")
     t.add_argument("--iwae-k", type=int, default=1000, help="importance samples for the test log-likelihood")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=None)
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,12 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> None:
     from .runs import train_run
 
+    # unset flags stay None: the family's defaults fill them (ppgen.runs.Family.settings)
     config = {k: getattr(args, k) for k in (
         "model", "data", "prior", "guide", "elbo", "num_particles", "z_dim", "hidden", "epochs", "batch_size",
-        "lr", "beta", "anneal_epochs", "clip_norm", "lr_schedule", "patience", "weight_decay", "seed")}
-    config.update({k: getattr(args, k) for k in ("width", "spectral_norm", "gradient_penalty", "adversarial_weight",
-                                                  "feature_weight", "task", "rnn", "dropout", "transpose",
-                                                  "likelihood") if getattr(args, k) is not None})
+        "lr", "beta", "anneal_epochs", "clip_norm", "lr_schedule", "patience", "weight_decay", "seed", "width",
+        "spectral_norm", "gradient_penalty", "adversarial_weight", "feature_weight", "task", "rnn", "dropout",
+        "transpose", "likelihood")}
     metrics = train_run(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
                         iwae_k=args.iwae_k)
     _print_metrics(metrics, args.out)
@@ -140,29 +142,23 @@ def cmd_eval(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    import torch
-
-    from .runs import load_run, runner
+    from .runs import open_run
 
     torch.manual_seed(args.seed)
-    model, guide, dataset, config = load_run(args.run_dir, args.device)
-    result = runner(config["model"]).sample(model, args.n, args.out, dataset=dataset, length=args.length)
-    print(f"wrote {result}" if not isinstance(result, dict) else "\n".join(
-        f"wrote {p}" for p in [result["figure"], *result.get("midi", [])]))
+    run = open_run(args.run_dir, args.device)
+    for path in run.family.sample(run.parts, args.n, args.out, run.dataset, run.config, args.length):
+        print(f"wrote {path}")
 
 
 def cmd_continue(args) -> None:
-    import torch
-
-    from .runs import load_run, runner
+    from .runs import open_run
 
     torch.manual_seed(args.seed)
-    model, guide, dataset, config = load_run(args.run_dir, args.device)
-    run = runner(config["model"])
-    if not hasattr(run, "continue_run"):
-        raise ValueError(f"'continue' needs a sequence model; {config['model']!r} is not one")
-    result = run.continue_run(model, guide, dataset, args.prefix, args.steps, args.n, args.out, piece=args.piece,
-                              k=args.iwae_k)
+    run = open_run(args.run_dir, args.device)
+    if run.family.continue_run is None:
+        raise ValueError(f"'continue' needs a sequence model; {run.config['model']!r} is not one")
+    result = run.family.continue_run(run.parts, run.dataset, args.prefix, args.steps, args.n, args.out,
+                                     piece=args.piece, k=args.iwae_k)
     for key, value in result.items():
         if key != "midi":
             print(f"{key}: {value}")
@@ -201,7 +197,7 @@ def _print_metrics(metrics: dict, where) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # Weight decay pushes the weights of dead units through the subnormal range, where CPU
-    # arithmetic is several times slower (measured: JSB VRNN epochs ~4x longer); this process
+    # arithmetic is several times slower (BENCHMARKS.md, JSB Chorales); this process
     # is ours, so flush subnormals to zero (where the CPU supports it).
     torch.set_flush_denormal(True)
     try:

@@ -14,6 +14,7 @@ import pyro.distributions as dist
 from torch import nn
 
 from .distributions.autoregressive import AutoregressiveBernoulli as _AutoregressiveBernoulli
+from .distributions.fast import LogSoftmaxCategorical
 from .nn.made import MaskedAutoregressiveNet
 
 
@@ -39,23 +40,6 @@ class Likelihood(nn.Module):
         return self(raw).mean
 
 
-class _LogSoftmaxCategorical(dist.Categorical):
-    """``dist.Categorical(logits=...)`` normalised by one fused ``log_softmax`` instead of
-    torch's ``logits - logits.logsumexp(-1)`` (several kernels forward and backward). Same
-    values; on the digits VAE (batch 128, 64 x 17 logits) it saves ~0.3 ms of a ~4 ms step."""
-
-    def __init__(self, logits, validate_args=None):
-        if logits.dim() < 1:
-            raise ValueError("`logits` parameter must be at least one-dimensional.")
-        self.logits = logits.log_softmax(-1)
-        self._param = self.logits
-        self._num_events = logits.shape[-1]
-        torch.distributions.Distribution.__init__(self, logits.shape[:-1], validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        return super().expand(batch_shape, self.__new__(type(self)) if _instance is None else _instance)
-
-
 class Categorical(Likelihood):
     """p(x_d|z) = Categorical(levels) per dimension: for integer data 0..levels-1 such as the
     digits counts (17 levels). The most flexible discrete choice; costs ``levels`` outputs
@@ -71,7 +55,7 @@ class Categorical(Likelihood):
 
     def forward(self, raw):
         logits = raw.reshape(*raw.shape[:-1], self.x_dim, self.levels)
-        return _LogSoftmaxCategorical(logits).to_event(1)
+        return LogSoftmaxCategorical(logits).to_event(1)
 
     def check(self, x):
         _check_integers(x, 0, self.levels - 1, f"a {self.levels}-level categorical likelihood")

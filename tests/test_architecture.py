@@ -20,7 +20,8 @@ LAYERS = [
     ("ppgen.diagnostics",),
     ("ppgen.companions",),
     ("ppgen.runs",),
-    ("ppgen.cli", "ppgen.__main__", "ppgen"),
+    ("ppgen.cli", "ppgen"),
+    ("ppgen.__main__",),
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
@@ -110,3 +111,16 @@ def test_the_checker_sees_upward_imports_inside_functions():
     assert found == {"ppgen.runs", "ppgen.nn"}
     upward = [t for t in found if LAYER[unit_of(t)] >= LAYER[unit_of("ppgen.models.vae")]]
     assert upward == ["ppgen.runs"]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if unit_of(m) in ("ppgen.models", "ppgen.guides")))
+def test_models_and_guides_state_densities_only(module):
+    """p(x, z) and q(z | x) only: no figures, progress bars, optimisers or checkpoints."""
+    source = MODULES[module].read_text()
+    tree = ast.parse(source)
+    third_party = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    third_party |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+    assert not third_party & {"matplotlib", "tqdm", "arviz", "xarray"}, module
+    assert not {unit_of(t) for t in GRAPH[module]} & {"ppgen.figures"}, module
+    for word in ("torch.optim", "torch.save", "torch.load", ".backward("):
+        assert word not in source, f"{module} contains {word!r}"

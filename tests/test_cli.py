@@ -60,6 +60,10 @@ def test_help_lists_registries():
         out = ppgen(*args).stdout
         for name in ("vae", "sparse_vae", "spike_and_slab", "mixture", "iaf", "lowrank_normal", "meanfield", "digits"):
             assert name in out, (args, name)
+        # per model, what it takes
+        assert "vrnn        priors: learned, standard; guides: vrnn_filtering, vrnn_smoothing" in out, args
+        assert "sparse_vae  priors: laplace, spike_and_slab; guides:" in out, args
+        assert "gan         no prior or guide" in out, args
 
 
 @pytest.mark.parametrize("args, message", [
@@ -69,7 +73,11 @@ def test_help_lists_registries():
     (["train", "vae", "--elbo", "renyi"], "unknown elbo 'renyi'"),
     (["train", "vae", "--data", "/no/such/file"], "no dataset named '/no/such/file'"),
     (["train", "vae", "--guide", "spike_and_slab"], "needs the spike_and_slab prior"),
-    (["train", "sparse_vae", "--prior", "normal"], "sparsity-inducing prior"),
+    (["train", "sparse_vae", "--prior", "normal"], "sparse_vae does not take the prior 'normal'; it takes priors: laplace, spike_and_slab;"),
+    (["train", "vrnn", "--data", "synthetic", "--prior", "laplace"],
+     "vrnn does not take the prior 'laplace'; it takes priors: learned, standard; guides: vrnn_filtering, vrnn_smoothing"),
+    (["train", "vrnn", "--data", "synthetic", "--guide", "iaf"], "vrnn does not take the guide 'iaf'"),
+    (["train", "gan", "--prior", "laplace"], "gan does not take the prior 'laplace'; it takes no prior or guide"),
     (["eval", "/no/such/run"], "run directory not found"),
     (["train", "vrnn", "--data", "synthetic:real", "--transpose", "2"], "transpose needs 88-key piano rolls"),
     (["train", "vrnn", "--data", "synthetic", "--dropout", "1.5"], "dropout must be a probability"),

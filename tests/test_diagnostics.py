@@ -90,10 +90,11 @@ def test_shrunk_guide_gets_khat_above_07_and_its_elbo_is_short_by_the_kl(ppca):
 def test_psis_khat_recovers_known_pareto_tails():
     rng = np.random.default_rng(0)
     for k in (0.3, 0.9):
-        log_w = -k * np.log(rng.uniform(size=(20, 2000)))  # w = U^-k has Pareto tail shape k
+        log_w = -k * np.log(rng.uniform(size=(2000, 20)))  # [K, N], draws first; w = U^-k has tail shape k
         khat = D.psis_khat(log_w)
+        assert khat.shape == (20,)
         assert abs(np.mean(khat) - k) < 0.1, (k, khat.mean())
-    assert np.isneginf(D.psis_khat(np.full((2, 100), -3.0))).all()  # exact guide: constant weights
+    assert np.isneginf(D.psis_khat(np.full((100, 2), -3.0))).all()  # exact guide: constant weights
 
 
 def test_khat_bands_and_worst_datapoints():

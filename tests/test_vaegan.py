@@ -95,8 +95,7 @@ def test_adversarial_term_reaches_the_decoder_but_not_the_guide_or_d(sprites):
     d_before = _state(model.discriminator)
     opt_vae = torch.optim.SGD(model.vae_parameters() + list(guide.parameters()), lr=1e-3)
     opt_d = torch.optim.SGD(model.discriminator.parameters(), lr=0.0)  # D's own update does nothing
-    parts = vaegan_step(model, guide, x, TraceELBO(), opt_vae, opt_d, VAEGANConfig(adversarial_weight=5.0),
-                        (0, 0, None))
+    parts = vaegan_step(model, guide, x, TraceELBO(), opt_vae, opt_d, VAEGANConfig(adversarial_weight=5.0))
     assert {"neg_elbo", "adversarial", "d_loss", "d_real", "d_fake"} <= parts.keys()
     assert all(torch.equal(v, model.discriminator.state_dict()[k]) for k, v in d_before.items())
     assert all(p.requires_grad for p in model.discriminator.parameters())  # unfrozen again after the VAE update

@@ -10,12 +10,14 @@ import torch.distributions as td
 from pyro import poutine
 
 from ppgen.data import load_synthetic
-from ppgen.evaluate.sequences import continuation_log_likelihood, sequence_metrics, stepwise_log_weights, elbo_per_frame
+from ppgen.evaluate.sequences import (continuation_log_likelihood, continue_sequences, elbo_per_frame, sequence_metrics,
+                                      states_after_prefix, stepwise_log_weights)
 from ppgen.guides import GUIDES, FilteringGuide, SmoothingGuide, check_sites
 from ppgen.guides.vrnn import reverse_padded
 from ppgen.infer import fit
 from ppgen.models import MODELS
 from ppgen.models.vrnn import VRNN
+from ppgen import priors
 from ppgen.priors import STEP_PRIORS, StandardNormalStep
 from ppgen.infer.objectives import ELBOS, TraceELBO, log_importance_weights
 from ppgen.distributions.site_sequence import SiteSequence, Step, normal
@@ -105,6 +107,26 @@ def test_prior_swaps_in_one_line():
     assert not list(model.prior.parameters())
 
 
+def test_a_prior_that_does_not_fit_fails_on_assignment_naming_what_fits():
+    model, guide = pair()
+    learned = model.prior
+    cases = [(priors.StandardNormal(Z), "per-step prior.*StandardNormalStep\\(3\\).*vector"),
+             (StandardNormalStep(Z + 1), "z_dim 3.*StandardNormalStep\\(3\\).*z_dim 4"),
+             (priors.LearnedStepPrior(Z, H + 1), "hidden 16.*LearnedStepPrior\\(3, 16\\).*hidden 17"),
+             (torch.nn.Linear(H, 2 * Z), "not a step prior")]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            model.prior = bad
+        assert model.prior is learned                       # the model keeps the prior it had
+    model.prior = priors.LearnedStepPrior(Z, H)             # one that fits is accepted
+    assert isinstance(VRNN(D, Z, H, prior=StandardNormalStep(Z)).prior, StandardNormalStep)
+    with pytest.raises(ValueError, match="per-step prior"):
+        VRNN(D, Z, H, prior=priors.StandardNormal(Z))
+    model.check_prior()                                     # what check_sites asks before training
+    with pytest.raises(ValueError, match="per-step prior"):
+        model.check_prior(priors.StandardNormal(Z))
+
+
 def test_guides_own_only_their_heads():
     model = VRNN(D, Z, H)
     filtering, smoothing = FilteringGuide(model), SmoothingGuide(model)
@@ -165,7 +187,7 @@ def test_reused_guide_states_give_identical_loss_and_gradients(guide_cls):
         pyro.set_rng_seed(1)
         gt = poutine.trace(guide).get_trace(x, mask)
         if not reuse:
-            model._filtered = None
+            model.guide_states.clear()
         mt = poutine.trace(poutine.replay(model, trace=gt)).get_trace(x, mask)
         loss = -(mt.log_prob_sum() - gt.log_prob_sum())
         grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -175,6 +197,28 @@ def test_reused_guide_states_give_identical_loss_and_gradients(guide_cls):
     assert torch.allclose(l1, l2)
     for a, b in zip(g1, g2):
         assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6)
+
+
+def test_the_model_reuses_the_guides_states_up_to_the_first_different_z():
+    model, guide = pair(SmoothingGuide)
+    x, mask = ragged()
+    calls = []
+    model.rnn.register_forward_hook(lambda *_: calls.append(1))
+
+    def model_rnn_calls(condition=None):
+        gt = poutine.trace(guide).get_trace(x, mask)
+        calls.clear()
+        replayed = poutine.replay(model, trace=gt)
+        poutine.trace(poutine.condition(replayed, data=condition) if condition else replayed).get_trace(x, mask)
+        return len(calls)
+
+    assert model_rnn_calls() == 0                                 # every h_t taken from the guide's pass
+    assert model_rnn_calls({"z_4": torch.zeros(4, Z)}) == 3       # z_4 differs: h_4, h_5, h_6 recomputed
+    guide(x, mask)
+    model.guide_states.clear()
+    calls.clear()
+    model(x, mask)
+    assert len(calls) == 7                                        # nothing offered: the model's own pass
 
 
 def _scale_rnn_weights(model, x):
@@ -193,7 +237,7 @@ def test_reused_states_are_refused_after_an_in_place_change(change):
     gt = poutine.trace(guide).get_trace(x, mask)
     change(model, x)
     reused = poutine.trace(poutine.replay(model, trace=gt)).get_trace(x, mask)
-    model._filtered = None
+    model.guide_states.clear()
     fresh = poutine.trace(poutine.replay(model, trace=gt)).get_trace(x, mask)
     assert torch.allclose(reused.log_prob_sum(), fresh.log_prob_sum())
 
@@ -203,7 +247,7 @@ def test_a_pending_guide_record_does_not_block_copies():
 
     model, guide = pair()
     guide(*ragged())
-    assert model._filtered is not None and copy.deepcopy(model)._filtered is None
+    assert model.guide_states.pending and not copy.deepcopy(model).guide_states.pending
 
 
 # -- masks and padding ---------------------------------------------------------------------------
@@ -390,7 +434,7 @@ def test_generation_and_continuation_shapes():
     s = model.sample(3, 9)
     assert s.shape == (3, 9, D) and set(s.unique().tolist()) <= {0.0, 1.0}
     assert model.sample(2, 4, mean=True).shape == (2, 4, D)
-    c = model.continue_sequences(guide, x, mask, steps=5, num_continuations=2, particles=4)
+    c = continue_sequences(model, guide, x, mask, steps=5, num_continuations=2, particles=4)
     assert c.shape == (2, 4, 5, D) and set(c.unique().tolist()) <= {0.0, 1.0}
 
 
@@ -402,7 +446,7 @@ def test_continuation_starts_from_the_state_after_each_prefix(rnn):
     x, mask = ragged()
     with torch.no_grad():
         model.phi_z[0].weight.zero_()
-    states = model.states_after_prefix(guide, x, mask, num=2, particles=3)
+    states = states_after_prefix(model, guide, x, mask, num=2, particles=3)
     assert len(states) == (2 if rnn == "lstm" else 1) and states[0].shape == (2, 4, H)
     for b, L in enumerate(mask.sum(-1).tolist()):
         alone = model.states(x[b:b + 1, :L], [torch.randn(1, Z)] * L)[-1]

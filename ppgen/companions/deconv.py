@@ -10,7 +10,6 @@ flat data of a :class:`ppgen.data.Dataset` with its ``image_shape``.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -19,12 +18,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..infer.checkpoint import rng_state, save_atomic
-from ..nn.device import resolve_device
 from ..data.base import check_images
-from ..infer.resume import resume_from, stop_if_not_finite
+from ..infer.loop import Step, train
 from .quality import psnr, ssim
 
 
@@ -156,61 +152,47 @@ class RestorationConfig:
     lr: float = 1e-3
     seed: int = 0
 
+    def __post_init__(self):
+        _task(self.task)
+        self.image_shape = tuple(int(s) for s in self.image_shape)
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
 
-def train_restoration(data: torch.Tensor, image_shape: Sequence[int], task: str = "sr2", *,
-                      model: nn.Module | None = None, width: int = 64, epochs: int = 10, batch_size: int = 64,
-                      lr: float = 1e-3, device="auto", seed: int = 0, checkpoint: str | Path | None = None,
-                      resume: bool = False, progress: bool = True) -> dict:
-    """Fit a restoration net on clean flat images ``data`` ``[N, C*H*W]`` (values in [0, 1])
-    by mean squared error between the net's output and the clean image; the inputs are
-    degraded afresh every batch (new noise each time for ``denoise``).
+
+def restoration_step(net: nn.Module, optimizer, task: str, batch: tuple, t: int, apply) -> dict:
+    """One step of the loop: degrade clean images ``[B, C, H, W]`` afresh (new noise each time
+    for ``denoise``) and update the net on the squared error of its output against them."""
+    inputs, target = degrade(batch[0], task)
+    loss = F.mse_loss(net(inputs), target)
+    apply(loss, optimizer, "pixel loss")
+    return {"loss": loss.item()}
+
+
+def train_restoration(data: torch.Tensor, image_shape: Sequence[int], task: str, *, model: nn.Module | None = None,
+                      width: int = 64, device="auto", checkpoint: str | Path | None = None, resume: bool = False,
+                      progress: bool = True, **settings) -> dict:
+    """Fit a restoration net for ``task`` on clean flat images ``data`` ``[N, C*H*W]``
+    (values in [0, 1]) by mean squared error between the net's output and the clean image;
+    ``settings`` are the other fields of :class:`RestorationConfig` (``epochs``,
+    ``batch_size``, ``lr``, ``seed``).
 
     The net is ``TASKS[task].make_model`` with ``width`` channels unless ``model`` is given.
     Returns ``{"model", "history"}`` (history: per-epoch ``epoch``, ``loss``, ``seconds``).
-    Checkpoints, resume, device and the non-finite stop follow :func:`ppgen.companions.gan.train_gan`.
+    Trained by the one loop (:func:`ppgen.infer.loop.train`): checkpoints, exact resume,
+    device and the non-finite stop.
     """
-    spec = _task(task)
-    cfg = RestorationConfig(task, tuple(int(s) for s in image_shape), int(epochs), int(batch_size), float(lr),
-                            int(seed))
-    data = check_images(data, cfg.image_shape)
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-    dev = resolve_device(device)
-    images = data.to(dev).reshape(-1, *cfg.image_shape)
+    cfg = RestorationConfig(task, image_shape, **settings)
+    images = check_images(data, cfg.image_shape).reshape(-1, *cfg.image_shape)
 
-    torch.manual_seed(cfg.seed)
-    net = model if model is not None else spec.make_model(channels=cfg.image_shape[0], width=width)
-    net.to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    history = {"epoch": [], "loss": [], "seconds": []}
-    start = 0
-    if resume:
-        history, start = resume_from(checkpoint, asdict(cfg), dev, {"model": net, "optimizer": opt})
+    def make_step(dev) -> Step:
+        net = model if model is not None else TASKS[task].make_model(channels=cfg.image_shape[0], width=width)
+        net.to(dev)
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        return Step(partial(restoration_step, net, optimizer, task), {"model": net, "optimizer": optimizer})
 
-    n = images.shape[0]
-    steps = math.ceil(n / cfg.batch_size)
-    for epoch in tqdm(range(start, cfg.epochs), desc=task, disable=not progress, initial=start, total=cfg.epochs):
-        t0 = time.perf_counter()
-        net.train()
-        perm = torch.randperm(n).to(dev)
-        total = 0.0
-        for i in range(steps):
-            inputs, target = degrade(images[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]], task)
-            loss = F.mse_loss(net(inputs), target)
-            stop_if_not_finite(loss, "pixel loss", epoch, i, checkpoint, last_epoch=epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * target.shape[0] / n
-        history["epoch"].append(epoch + 1)
-        history["loss"].append(total)
-        history["seconds"].append(time.perf_counter() - t0)
-        if checkpoint:
-            save_atomic(checkpoint, {
-                "config": asdict(cfg), "epoch": epoch + 1, "history": history, "rng": rng_state(),
-                "model": net.state_dict(), "optimizer": opt.state_dict(),
-            })
-    return {"model": net, "history": history}
+    step, history = train(make_step, images, asdict(cfg), device=device, checkpoint=checkpoint, resume=resume,
+                          progress=progress, desc=task)
+    return {"model": step.parts["model"], "history": history}
 
 
 @torch.no_grad()

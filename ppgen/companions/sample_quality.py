@@ -18,6 +18,7 @@ import torch
 from .. import likelihoods
 from ..data.base import check_images
 from ..evaluate import posterior_mean
+from ..models.interfaces import Samples
 from ..nn.mlp import eval_mode
 from .quality import mutual_information_gap, quality_report, train_feature_classifier
 
@@ -81,9 +82,9 @@ def sample_quality(samples: torch.Tensor, dataset, *, seed: int = 0, device="cpu
 @torch.no_grad()
 def code_mig(guide, dataset) -> float | None:
     """MIG of the posterior means E_q[z|x] on the test split against the ground-truth factors,
-    or None where the data have no factor matrix ``[N, K>1]`` or the guide no encoder."""
+    or None where the data have no factor matrix ``[N, K>1]`` or the run no guide."""
     factors = (dataset.labels or {}).get("test")
-    if guide is None or not hasattr(guide, "posterior") or factors is None or factors.dim() != 2 \
+    if guide is None or factors is None or factors.dim() != 2 \
             or factors.shape[1] < 2:
         return None
     with eval_mode(guide):
@@ -96,7 +97,7 @@ def unit_samples(model, n: int) -> torch.Tensor:
     """``n`` samples of a trained generative model on the unit scale: the means of p(x|z),
     z ~ p(z), divided by the likelihood's input scale for the VAE family; the generator's
     outputs (already in [0, 1]) for the GAN."""
-    if not hasattr(model, "sample"):
+    if not isinstance(model, Samples):
         raise ValueError(f"{type(model).__name__} is not a generative model (it has no sample()); "
                          "sample quality applies to vae, conv_vae, sparse_vae, vaegan and gan runs")
     scale = getattr(getattr(model, "likelihood", None), "input_scale", 1.0)

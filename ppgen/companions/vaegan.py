@@ -17,22 +17,17 @@ adversarial terms is measured in the same nats.
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pyro
 import torch
-from tqdm.auto import tqdm
 
+from ..guides.amortized import AmortizedGuide
 from ..guides.sites import check_sites
-from ..infer.checkpoint import rng_state, save_atomic
 from ..infer.fit import elbo_per_datapoint, make_optimizer
+from ..infer.loop import Step, apply_update, train
 from ..infer.objectives import ELBOS, with_beta
-from ..infer.resume import resume_from, stop_if_not_finite
 from ..models.vaegan import VAEGAN
-from ..nn.device import resolve_device
 from .gan import discriminator_loss, generator_loss, r1_penalty
 
 
@@ -55,6 +50,9 @@ class VAEGANConfig:
     gradient_penalty: float = 0.0
     seed: int = 0
 
+    def __post_init__(self):
+        self.betas = tuple(float(b) for b in self.betas)
+
     def check(self) -> None:
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}; choose one of: {', '.join(ELBOS)}")
@@ -70,7 +68,7 @@ def decode_fakes(model: VAEGAN, guide, x: torch.Tensor) -> tuple[torch.Tensor, t
     """``(z_q, fakes)``: codes z_q ~ q(z|x) (reparameterized) and the unit-scale means of
     p(x|z) for ``[z_q detached, z_p ~ p(z)]``, the images D must tell from data (reconstructions
     and prior samples both count as fakes, as in Larsen et al.). Decoded once per step and
-    used by both updates, as :func:`ppgen.companions.gan.train_gan` does with its generator's batch."""
+    used by both updates, as :func:`ppgen.companions.gan.gan_step` does with its generator's batch."""
     z_q = guide.posterior(x).rsample()
     z_p = model.prior().sample((x.shape[0],))
     return z_q, model.images(torch.cat([z_q.detach(), z_p]))
@@ -123,37 +121,29 @@ def vae_loss(model: VAEGAN, guide, x: torch.Tensor, z_q: torch.Tensor, fakes: to
 
 
 def vaegan_step(model: VAEGAN, guide, x: torch.Tensor, objective, opt_vae, opt_d, cfg: VAEGANConfig,
-                where: tuple) -> dict:
+                apply=apply_update) -> dict:
     """One training step: a discriminator update, then an update of p(x, z) and q(z|x) on
-    :func:`vae_loss`. ``where`` = (epoch, step, checkpoint) for the non-finite stop."""
-    epoch, step, checkpoint = where
+    :func:`vae_loss`; each loss goes to ``apply(loss, optimizer, what)`` (the loop's
+    :func:`ppgen.infer.loop.apply_update`, which stops on a non-finite loss before the update).
+    Returns every term as a float (0.0 for a term with weight 0)."""
     z_q, fakes = decode_fakes(model, guide, x)
     d_loss, d_parts = discriminator_loss_on(model, x, fakes, cfg)
-    stop_if_not_finite(d_loss, "discriminator loss", epoch, step, checkpoint, last_epoch=epoch)
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
-
+    apply(d_loss, opt_d, "discriminator loss")
     model.discriminator.requires_grad_(False)  # no weight gradients for D from the VAE's loss
     try:
         loss, parts = vae_loss(model, guide, x, z_q, fakes, objective, cfg)
-        stop_if_not_finite(loss, "VAE-GAN loss", epoch, step, checkpoint, last_epoch=epoch)
-        opt_vae.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_vae.step()
+        apply(loss, opt_vae, "VAE-GAN loss")
     finally:
         model.discriminator.requires_grad_(True)
-    return {**parts, **d_parts}
+    return {"adversarial": 0.0, "feature": 0.0, **parts, **d_parts}
 
 
 def train_vaegan(model: VAEGAN, guide, data: torch.Tensor, val_data: torch.Tensor | None = None, *,
-                 epochs: int = 20, batch_size: int = 64, lr: float = 1e-3, d_lr: float = 2e-4,
-                 betas: tuple = (0.5, 0.999), elbo: str = "trace", num_particles: int = 1, beta: float = 1.0,
-                 adversarial_weight: float = 10.0, feature_weight: float = 0.0, gradient_penalty: float = 0.0,
-                 device="auto", seed: int = 0, checkpoint: str | Path | None = None, resume: bool = False,
-                 progress: bool = True) -> dict:
+                 device="auto", checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True,
+                 **settings) -> dict:
     """Train a :class:`VAEGAN` and its guide on flat data ``[N, x_dim]`` (in the likelihood's
-    support, e.g. digits counts 0..16 or binary sprites).
+    support, e.g. digits counts 0..16 or binary sprites); ``settings`` are the fields of
+    :class:`VAEGANConfig`, whose defaults are the only ones.
 
     Each step (:func:`vaegan_step`): one discriminator update (Adam with ``d_lr`` and
     ``betas``), then one update of p(x, z) and q(z|x) on :func:`vae_loss` (Adam with ``lr``).
@@ -161,66 +151,38 @@ def train_vaegan(model: VAEGAN, guide, data: torch.Tensor, val_data: torch.Tenso
     (``epoch``, ``neg_elbo``, ``adversarial``, ``feature``, ``d_loss``, ``d_real``,
     ``d_fake``, ``val_elbo`` in nats when ``val_data`` is given, ``seconds``).
 
-    Conventions of :func:`ppgen.companions.gan.train_gan`: device ``"auto"``, seeded, an atomic
-    checkpoint each epoch, exact resume up to ``epochs`` in total, and a non-finite loss
-    raises ``RuntimeError`` before the update it would drive, leaving the last checkpoint
-    (the last good state) intact.
+    Trained by the one loop (:func:`ppgen.infer.loop.train`): device ``"auto"``, seeded, an
+    atomic checkpoint each epoch, exact resume up to ``epochs`` in total, and a non-finite
+    loss stops training before the update it would drive, leaving the last checkpoint (the
+    last good state) intact.
     """
     if not isinstance(model, VAEGAN):
         raise TypeError(f"train_vaegan trains a VAEGAN, got {type(model).__name__}")
-    if not hasattr(guide, "posterior"):
-        raise TypeError(f"the guide must expose posterior(x) (an amortized guide), got {type(guide).__name__}")
-    cfg = VAEGANConfig(int(epochs), int(batch_size), float(lr), float(d_lr), tuple(float(b) for b in betas), elbo,
-                       int(num_particles), float(beta), float(adversarial_weight), float(feature_weight),
-                       float(gradient_penalty), int(seed))
+    if not isinstance(guide, AmortizedGuide):
+        raise TypeError(f"the guide must be amortized (expose posterior(x)), got {type(guide).__name__}")
+    cfg = VAEGANConfig(**settings)
     cfg.check()
     _check_data(model, data, "training data")
     if val_data is not None:
         _check_data(model, val_data, "validation data")
-    dev = resolve_device(device)
-    model.to(dev), guide.to(dev)
-    data = data.to(dev)
-    val_data = val_data.to(dev) if val_data is not None else None
 
-    torch.manual_seed(cfg.seed)
-    pyro.set_rng_seed(cfg.seed)
-    check_sites(model, guide, data[:2])  # also creates lazily built guide parameters
-    opt_vae = make_optimizer(model.vae_parameters() + list(guide.parameters()), lr=cfg.lr)
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.d_lr, betas=cfg.betas)
-    objective = ELBOS[cfg.elbo](cfg.num_particles)
-    keys = ("neg_elbo", "adversarial", "feature", "d_loss", "d_real", "d_fake")
-    history = {"epoch": [], **{k: [] for k in keys}, "val_elbo": [], "seconds": []}
-    start = 0
-    if resume:
-        history, start = resume_from(checkpoint, asdict(cfg), dev,
-                                     {"model": model, "guide": guide, "opt_vae": opt_vae, "opt_d": opt_d})
+    def make_step(dev) -> Step:
+        model.to(dev), guide.to(dev)
+        check_sites(model, guide, data[:2].to(dev))  # also creates lazily built guide parameters
+        opt_vae = make_optimizer(model.vae_parameters() + list(guide.parameters()), lr=cfg.lr)
+        opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.d_lr, betas=cfg.betas)
+        objective = ELBOS[cfg.elbo](cfg.num_particles)
+        val = val_data.to(dev) if val_data is not None else None
 
-    n = data.shape[0]
-    steps = math.ceil(n / cfg.batch_size)
-    with pyro.validation_enabled(False):  # inputs were checked above; per-step checks only cost time
-        for epoch in tqdm(range(start, cfg.epochs), desc="vaegan", disable=not progress, initial=start,
-                          total=cfg.epochs):
-            t0 = time.perf_counter()
-            model.train(), guide.train()
-            perm = torch.randperm(n).to(dev)
-            sums = dict.fromkeys(keys, 0.0)
-            for i in range(steps):
-                x = data[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
-                parts = vaegan_step(model, guide, x, objective, opt_vae, opt_d, cfg, (epoch, i, checkpoint))
-                for k, v in parts.items():
-                    sums[k] += v * x.shape[0] / n
-            history["epoch"].append(epoch + 1)
-            for k, v in sums.items():
-                history[k].append(v)
-            if val_data is not None:
-                history["val_elbo"].append(elbo_per_datapoint(model, guide, val_data, cfg.batch_size))
-            history["seconds"].append(time.perf_counter() - t0)
-            if checkpoint:
-                save_atomic(checkpoint, {
-                    "config": asdict(cfg), "epoch": epoch + 1, "history": history, "rng": rng_state(),
-                    "model": model.state_dict(), "guide": guide.state_dict(),
-                    "opt_vae": opt_vae.state_dict(), "opt_d": opt_d.state_dict(),
-                })
+        def update(batch, t, apply) -> dict:
+            return vaegan_step(model, guide, batch[0], objective, opt_vae, opt_d, cfg, apply)
+
+        return Step(update, {"model": model, "guide": guide, "opt_vae": opt_vae, "opt_d": opt_d},
+                    score_name="val_elbo",
+                    score=(lambda: elbo_per_datapoint(model, guide, val, cfg.batch_size)) if val is not None else None)
+
+    _, history = train(make_step, data, asdict(cfg), device=device, checkpoint=checkpoint, resume=resume,
+                       progress=progress, desc="vaegan")
     model.eval(), guide.eval()
     return {"model": model, "guide": guide, "history": history}
 

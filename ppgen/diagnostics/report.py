@@ -22,8 +22,10 @@ import numpy as np
 import pyro
 import torch
 
+from ..evaluate.latents import has_sparse_prior
 from ..figures.images import image_grid, show_images
 from ..figures.piano_rolls import plot_piano_rolls
+from ..models.interfaces import Samples
 from . import vi as D
 
 #: default draws per datapoint: posterior/predictive arrays (capped by size for sequences)
@@ -48,11 +50,15 @@ class Report:
 
 
 def diagnose(model, guide, data, *, num_samples: int | None = None, importance_samples: int = IMPORTANCE_DRAWS,
-             history=None, seed: int = 0, attrs: dict | None = None) -> dict:
+             history=None, seed: int = 0, attrs: dict | None = None, decode_mean=None) -> dict:
     """Everything the report shows for held-out ``data``: the InferenceData of
     ``num_samples`` guide draws per datapoint (default 100, fewer for long sequences) with the
     groups ``vi_diagnostics`` (k-hat, log p(x), gap per datapoint, from ``importance_samples``
-    draws) and ``latent_kl`` added, and those two datasets."""
+    draws) and ``latent_kl`` added, and those two datasets.
+
+    ``decode_mean(z)``, where the model has one, maps codes ``[..., z_dim]`` to the mean of
+    p(x | z) (on the data's scale); it draws the reconstructions and latent traversals, which
+    are left out without it."""
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
     idata = D.to_inference_data(model, guide, data, num_samples or _posterior_draws(data), history=history,
@@ -60,7 +66,7 @@ def diagnose(model, guide, data, *, num_samples: int | None = None, importance_s
     diag = D.importance_diagnostics(model, guide, data, importance_samples)
     kl = D.latent_kl(model, guide, data)
     idata.add_groups({"vi_diagnostics": diag, "latent_kl": kl})
-    return {"model": model, "guide": guide, "idata": idata, "diag": diag, "kl": kl}
+    return {"model": model, "guide": guide, "idata": idata, "diag": diag, "kl": kl, "decode_mean": decode_mean}
 
 
 def write_report(ctx: dict, out_dir, title: str, subtitle: str = "", *, started: float | None = None) -> Report:
@@ -133,7 +139,7 @@ def latent_rows(ctx) -> list:
             continue
         rows.append((f"active units of {name} (Cov_x E_q[z|x] > 0.01, from the draws)",
                      f"{D.active_units(idata, name)} of {var.sizes['latent']}"))
-        if hasattr(ctx["model"], "sparsity"):
+        if has_sparse_prior(ctx["model"]):
             rows.append((f"code sparsity of {name} (share of |z| <= 0.01)", f"{D.code_sparsity(idata, name):.3f}"))
     return rows
 
@@ -235,12 +241,13 @@ def verdict_sentence(bands: dict) -> str:
 
 # -- pictures -----------------------------------------------------------------------------------
 
-def _decoder_mean(model, z: torch.Tensor) -> torch.Tensor | None:
-    """Mean of p(x | z) for decoder models (the VAE family); None for others."""
-    if not (hasattr(model, "decoder") and hasattr(model, "likelihood")):
+def _decoder_mean(ctx, z: torch.Tensor) -> torch.Tensor | None:
+    """Mean of p(x | z) by the context's ``decode_mean``; None where the model has none."""
+    decode_mean = ctx.get("decode_mean")
+    if decode_mean is None:
         return None
     with torch.no_grad():
-        return model.likelihood.mean(model.decoder(z))
+        return decode_mean(z)
 
 
 def _image_shape(ctx):
@@ -263,11 +270,11 @@ def image_panels(ctx, n: int = 16):
     panels = {"test data": torch.as_tensor(idata.observed_data["x"].values[:n])}
     if "z" in idata.posterior and "time" not in idata.posterior["z"].dims:
         z = torch.as_tensor(idata.posterior["z"].values[0, 0, :n], device=device)
-        recon = _decoder_mean(model, z)
+        recon = _decoder_mean(ctx, z)
         if recon is not None:
             panels["reconstructions (mean of p(x|z))"] = recon.cpu()
     panels["replicated x ~ p(x|z)"] = torch.as_tensor(idata.posterior_predictive["x"].values[0, 0, :n])
-    if hasattr(model, "sample"):
+    if isinstance(model, Samples):
         with torch.no_grad():
             panels["samples from p(x)"] = model.sample(n).cpu()
     return show_images(panels, shape, ncol=4)
@@ -293,7 +300,7 @@ def piano_roll_panels(ctx, n: int = 3):
         frames = int(x.isel(obs=i).notnull().all("feature").sum())
         rolls += [np.nan_to_num(x.values[i, :frames]), np.nan_to_num(idata.posterior_predictive["x"].values[0, 0, i, :frames])]
         titles += [f"test sequence {i}", f"replicated from p(x | z), z ~ q (sequence {i})"]
-    if hasattr(model, "sample"):
+    if isinstance(model, Samples):
         with torch.no_grad():
             rolls += list(model.sample(2, min(64, x.sizes["time"])).cpu().numpy())
         titles += ["sample from p(x)", "sample from p(x)"]
@@ -303,7 +310,7 @@ def piano_roll_panels(ctx, n: int = 3):
 def latent_traversals(ctx, steps: int = 9, max_dims: int = 16):
     shape, model = _image_shape(ctx), ctx["model"]
     means = _posterior_mean_z(ctx)
-    if shape is None or means is None or _decoder_mean(model, means[:1].to(_device(model))) is None:
+    if shape is None or means is None or _decoder_mean(ctx, means[:1].to(_device(model))) is None:
         return None
     activity = D.latent_activity(ctx["idata"], "z").values
     dims = np.argsort(-activity)[:max_dims]
@@ -311,7 +318,7 @@ def latent_traversals(ctx, steps: int = 9, max_dims: int = 16):
     z = means[0].repeat(len(dims), steps, 1)
     for row, d in enumerate(dims):
         z[row, :, d] = values
-    images = _decoder_mean(model, z.reshape(-1, z.shape[-1]).to(_device(model))).cpu()
+    images = _decoder_mean(ctx, z.reshape(-1, z.shape[-1]).to(_device(model))).cpu()
     fig, ax = plt.subplots(figsize=(0.75 * steps + 1, 0.75 * len(dims) + 0.6))
     ax.imshow(image_grid(images, shape, ncol=steps), cmap="gray_r", interpolation="nearest")
     ax.set_yticks([(shape[1] + 1) * r + shape[1] / 2 for r in range(len(dims))], [f"z[{d}]" for d in dims])

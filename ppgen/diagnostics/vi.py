@@ -18,31 +18,32 @@ computed here. What does say it:
 * **Latent health**: KL per latent dimension and per time step, active units, sparsity.
 * **Posterior predictive checks** on statistics that suit the data.
 
-``to_inference_data`` is generic over Pyro programs: it traces the guide under a plate of
-draws, replays the model on those draws, and names every array's dimensions from the
-plates (``draw``, ``obs`` for the data plate, ``time`` for per-step sites ``z_0..z_{T-1}``).
+``to_inference_data`` is generic over Pyro programs: it draws from the guide and replays
+the model on the draws (:func:`ppgen.infer.importance.importance_sample`, as every
+importance weight in ppgen), and names every array's dimensions from the plates (``draw``,
+``obs`` for the data plate, the plate at dim -1; ``time`` for per-step sites
+``z_0..z_{T-1}``). Draws come first in every tensor ([K, N]); ArviZ's PSIS wants them last
+and gets them transposed where it is called.
 """
 from __future__ import annotations
 
 import inspect
 import json
 import math
-import re
 import warnings
 from dataclasses import asdict, is_dataclass
 
 import numpy as np
 import pyro
-import pyro.distributions as dist
 import torch
 import xarray as xr
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 
-from ..distributions import SpikeAndSlab
+from ..distributions.declared import declared_mask, marginal_log_prob
+from ..evaluate import latents
+from ..evaluate.bounds import heldout_log_weights
+from ..evaluate.sequences import step_site
+from ..infer.importance import PARTICLES, importance_sample
 from ..nn import eval_mode
-from ..infer.objectives import log_importance_weights
-from ..distributions.site_sequence import Step
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its 1.0 refactor on import
@@ -52,20 +53,19 @@ with warnings.catch_warnings():
 #: proposal, above BAD it is not trustworthy for that datapoint.
 KHAT_GOOD, KHAT_BAD = 0.5, 0.7
 
-PARTICLES = "_draws"  # the plate that vectorizes draws from the guide
-_TIME_SITE = re.compile(r"^(?P<base>.+)_(?P<t>\d+)$")
 
 
 # -- InferenceData -----------------------------------------------------------------------------
 
 @torch.no_grad()
-def to_inference_data(model, guide, data, num_samples: int = 100, *, history=None, data_plate: str = "data",
+def to_inference_data(model, guide, data, num_samples: int = 100, *, history=None, data_plate: str | None = None,
                       vectorize: bool = True, chunk: int | None = None, obs_index=None,
                       attrs: dict | None = None) -> az.InferenceData:
     """An ArviZ InferenceData of ``num_samples`` draws from the guide given ``data``.
 
     ``data`` is what the model is called with: a tensor or a tuple ``(x, mask)``, ``(X, y)``.
-    Groups (one chain; ``obs`` is the dimension of the ``data_plate``):
+    Groups (one chain; ``obs`` is the dimension of the ``data_plate``, by default the plate
+    at dim -1):
 
     * ``posterior``: latent sites drawn from q. Local latents (inside the data plate) are
       ``[chain, draw, obs, ...]``; global ones ``[chain, draw, ...]``. Sites ``z_0..z_{T-1}``
@@ -149,31 +149,28 @@ def _draw(model, guide, args, num_samples, data_plate, vectorize, chunk) -> dict
 def _one_pass(model, guide, args, num_draws, particle_dim, data_plate) -> dict:
     """One run of guide and model on ``num_draws`` vectorized draws (None: a single draw, no
     plate). Returns ``{group: {site: (array, dim names)}}``; event dims are named None."""
-    wrap = pyro.plate(PARTICLES, num_draws, dim=particle_dim) if num_draws else (lambda fn: fn)
-    guide_tr = poutine.trace(wrap(guide)).get_trace(*args)
-    model_tr = poutine.trace(poutine.replay(wrap(model), trace=guide_tr)).get_trace(*args)
-    guide_tr.compute_log_prob(), model_tr.compute_log_prob()
+    sample = importance_sample(model, guide, *args, num_particles=num_draws, particle_dim=particle_dim)
+    data_plate = data_plate or sample.data_plate
     out = {g: {} for g in ("posterior", "posterior_predictive", "log_likelihood", "observed_data")}
-    for name, site in _sample_sites(model_tr):
+    for name, site in _model_sites(sample):
         if site["is_observed"] and not site["infer"].get("_deterministic"):
             obs = site["value"]
             replicated = site["fn"].sample().to(obs.dtype)  # x_rep ~ p(x | latents of this draw)
             out["observed_data"][name] = _labelled(obs, site, data_plate, values=True)
             out["posterior_predictive"][name] = _labelled(replicated, site, data_plate, values=True)
-            out["log_likelihood"][name] = _labelled(site["log_prob"], site, data_plate, event_dim=0)
+            out["log_likelihood"][name] = _labelled(sample.log_prob(site), site, data_plate, event_dim=0)
         else:
             out["posterior"][name] = _labelled(site["value"], site, data_plate, values=True)
-    out["sample_stats"] = {"lp": _per_draw(model_tr, particle_dim), "log_q": _per_draw(guide_tr, particle_dim)}
+    out["sample_stats"] = {"lp": _per_draw(sample, sample.model_sites), "log_q": _per_draw(sample, sample.guide_sites)}
     return out
 
 
-def _sample_sites(trace):
-    """The model's sample sites, without plate subsample sites and auxiliary guide sites."""
-    return [(name, site) for name, site in prune_subsample_sites(trace).nodes.items()
-            if site["type"] == "sample" and not site["infer"].get("is_auxiliary")]
+def _model_sites(sample):
+    """The model's sample sites, without auxiliary guide sites."""
+    return [(name, site) for name, site in sample.model_sites.items() if not site["infer"].get("is_auxiliary")]
 
 
-def _labelled(t: torch.Tensor, site, data_plate: str, event_dim: int | None = None, values: bool = False):
+def _labelled(t: torch.Tensor, site, data_plate: str | None, event_dim: int | None = None, values: bool = False):
     """``(array, names)``: ``t`` with each batch dim named by its plate (``draw`` for the
     draws, ``obs`` for the data plate) and size-1 dims outside any plate dropped; event dims
     are named None. With ``values``, entries that the site masks out become NaN."""
@@ -206,19 +203,10 @@ def _nan_where_masked(t, site, batch_ndim):
     return torch.where(mask, t.to(torch.promote_types(t.dtype, torch.float32)), torch.nan)
 
 
-#: distributions that carry their own mask (log-density 0 where it is False)
-DECLARED_MASKS = {
-    dist.MaskedDistribution: lambda d: d._mask,
-    Step: lambda d: d.seq.mask[:, d.t],
-}
-
-
 def _site_mask(site) -> torch.Tensor | None:
     """Where the site's log-density counts (True) or is masked out, from ``poutine.mask``
-    and from distributions that declare a mask; None when nothing is masked."""
-    masks = [m for m in [site.get("mask")] + [get(site["fn"]) for cls, get in DECLARED_MASKS.items()
-                                                 if isinstance(site["fn"], cls)]
-             if isinstance(m, torch.Tensor)]
+    and from the mask the distribution declares; None when nothing is masked."""
+    masks = [m for m in (site.get("mask"), declared_mask(site["fn"])) if isinstance(m, torch.Tensor)]
     if not masks:
         return None
     mask = masks[0]
@@ -227,23 +215,12 @@ def _site_mask(site) -> torch.Tensor | None:
     return None if bool(mask.all()) else mask
 
 
-def _per_draw(trace, particle_dim) -> tuple:
-    """Sum of every sample site's log-density per draw: ``([draws], ["draw"])``, or a
-    scalar for a single unvectorized draw."""
-    total = 0.0
+def _per_draw(sample, sites: dict) -> tuple:
+    """Sum of the sites' log-densities per draw: ``([draws], ["draw"])``, or a scalar for a
+    single unvectorized draw."""
     # auxiliary sites count: they carry the density of AutoMultivariateNormal's joint draw
-    for site in prune_subsample_sites(trace).nodes.values():
-        if site["type"] != "sample" or site["infer"].get("_deterministic"):
-            continue
-        lp = site["log_prob"]
-        if particle_dim is None:
-            total = total + lp.sum()
-            continue
-        lp = lp.reshape((1,) * max(0, -particle_dim - lp.dim()) + lp.shape)
-        keep = lp.dim() + particle_dim
-        total = total + lp.sum([d for d in range(lp.dim()) if d != keep])
-    total = torch.as_tensor(total)
-    return total.detach().cpu().numpy().astype(np.float64), (["draw"] if particle_dim is not None else [])
+    total = sample.log_density({k: v for k, v in sites.items() if not v["infer"].get("_deterministic")})
+    return total.detach().cpu().numpy().astype(np.float64), (["draw"] if sample.particle_dim is not None else [])
 
 
 def _add_draw_dim(groups: dict) -> dict:
@@ -271,9 +248,9 @@ def _stack_time(variables: dict, reduce: bool = False) -> dict:
     ``time`` dim after the plate dims; with ``reduce`` sum over time instead."""
     bases: dict = {}
     for name in variables:
-        m = _TIME_SITE.match(name)
-        if m:
-            bases.setdefault(m["base"], {})[int(m["t"])] = name
+        step = step_site(name)
+        if step:
+            bases.setdefault(step[0], {})[step[1]] = name
     out = dict(variables)
     for base, steps in bases.items():
         names = [steps.get(t) for t in range(len(steps))]
@@ -368,9 +345,8 @@ def _argument_names(model, n: int) -> list:
 def _max_plate_nesting(model, guide, args) -> int:
     """How many plate dims the program uses (as Pyro's ``Predictive`` guesses it): the draws
     go to the next dim to the left."""
-    guide_tr = poutine.trace(guide).get_trace(*args)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
-    dims = [-f.dim for tr in (guide_tr, model_tr) for site in tr.nodes.values() if site["type"] == "sample"
+    sample = importance_sample(model, guide, *args, num_particles=None)
+    dims = [-f.dim for sites in (sample.guide_sites, sample.model_sites) for site in sites.values()
             for f in site["cond_indep_stack"] if f.vectorized]
     return max(dims, default=0)
 
@@ -386,51 +362,35 @@ def _attr(value):
 
 # -- importance sampling: k-hat, log p(x), ELBO gap ---------------------------------------------
 
-@torch.no_grad()
-def importance_log_weights(model, guide, data, num_samples: int = 1000, *, batch_size: int = 64,
-                           chunk: int = 100, data_plate: str = "data") -> np.ndarray:
-    """log w[n, k] = log p(x_n, z_nk) - log q(z_nk | x_n), z_nk ~ q(z | x_n): ``[N, K]``
-    (float64), drawn ``chunk`` at a time for ``batch_size`` datapoints at a time."""
-    args = _as_tuple(data)
-    rows = []
-    with eval_mode(model, guide):
-        for i in range(0, args[0].shape[0], batch_size):
-            batch = tuple(a[i:i + batch_size] for a in args)
-            cols = [log_importance_weights(model, guide, *batch, num_particles=min(chunk, num_samples - j),
-                                           data_plate=data_plate) for j in range(0, num_samples, chunk)]
-            rows.append(torch.cat(cols).T.double().cpu())
-    return torch.cat(rows).numpy()
-
-
 def psis_khat(log_weights, flat_rtol: float = 1e-5) -> np.ndarray:
-    """Pareto k-hat of each row of ``log_weights`` ``[N, K]`` by ArviZ's PSIS.
+    """Pareto k-hat of each column of ``log_weights`` ``[K, N]`` (draws first) by ArviZ's PSIS.
 
-    A row whose log-weights are equal to rounding (spread below ``flat_rtol`` relative to
+    A column whose log-weights are equal to rounding (spread below ``flat_rtol`` relative to
     their size) comes from a guide equal to the posterior there: its weights are bounded
     and its k-hat is reported as -inf (PSIS cannot fit a tail to ties)."""
     lw = np.asarray(log_weights, dtype=np.float64)
-    flat = (lw.max(1) - lw.min(1)) <= flat_rtol * np.maximum(1.0, np.abs(lw).max(1))
-    khat = np.full(lw.shape[0], -np.inf)
+    flat = (lw.max(0) - lw.min(0)) <= flat_rtol * np.maximum(1.0, np.abs(lw).max(0))
+    khat = np.full(lw.shape[1], -np.inf)
     if not flat.all():
-        khat[~flat] = az.psislw(lw[~flat])[1]
+        khat[~flat] = az.psislw(lw[:, ~flat].T)[1]  # ArviZ wants the draws last
     return khat
 
 
 def log_mean_exp_se(log_weights) -> tuple[np.ndarray, np.ndarray]:
-    """``(log mean_k w_nk, its standard error)`` per row: the importance-sampled log p(x_n)
-    and its delta-method Monte Carlo standard error sd(w) / (sqrt(K) mean(w)). The standard
-    error is only meaningful where k-hat < 0.7 (otherwise the variance may be infinite)."""
+    """``(log mean_k w_kn, its standard error)`` per column of ``[K, N]``: the importance-sampled
+    log p(x_n) and its delta-method Monte Carlo standard error sd(w) / (sqrt(K) mean(w)). The
+    standard error is only meaningful where k-hat < 0.7 (otherwise the variance may be infinite)."""
     lw = np.asarray(log_weights, dtype=np.float64)
-    k = lw.shape[1]
-    top = lw.max(1, keepdims=True)
+    k = lw.shape[0]
+    top = lw.max(0, keepdims=True)
     w = np.exp(lw - top)
-    mean = w.mean(1)
-    se = w.std(1, ddof=1) / (math.sqrt(k) * mean)
-    return np.log(mean) + top[:, 0], se
+    mean = w.mean(0)
+    se = w.std(0, ddof=1) / (math.sqrt(k) * mean)
+    return np.log(mean) + top[0], se
 
 
 def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, batch_size: int = 64,
-                           chunk: int = 100, data_plate: str = "data", obs_index=None) -> xr.Dataset:
+                           chunk: int = 100, obs_index=None) -> xr.Dataset:
     """Per-datapoint verdict on the guide, from ``num_samples`` draws z ~ q(z | x_n):
 
     * ``khat``: PSIS k-hat of w = p(x_n, z) / q(z | x_n) (< 0.5 good, 0.5-0.7 usable, > 0.7 bad);
@@ -439,13 +399,13 @@ def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, batch
     * ``elbo``: the ELBO of x_n (the mean log-weight);
     * ``gap``: log_px - elbo, an estimate of KL(q(z|x_n) || p(z|x_n)) >= 0.
 
-    Needs every latent inside the data plate (amortized guides); for global latents see
-    :func:`guide_corrected_loo`."""
-    lw = importance_log_weights(model, guide, data, num_samples, batch_size=batch_size, chunk=chunk,
-                                data_plate=data_plate)
+    The log-weights are :func:`ppgen.evaluate.heldout_log_weights`, the same that the IWAE
+    numbers of :func:`ppgen.evaluate.evaluate` average. Needs every latent inside the data
+    plate (amortized guides); for global latents see :func:`guide_corrected_loo`."""
+    lw = heldout_log_weights(model, guide, _as_tuple(data), num_samples, batch_size, chunk).double().cpu().numpy()
     log_px, se = log_mean_exp_se(lw)
-    elbo = lw.mean(1)
-    obs = np.arange(lw.shape[0]) if obs_index is None else np.asarray(obs_index)
+    elbo = lw.mean(0)
+    obs = np.arange(lw.shape[1]) if obs_index is None else np.asarray(obs_index)
     return xr.Dataset(
         {"khat": ("obs", psis_khat(lw)), "log_px": ("obs", log_px), "log_px_se": ("obs", se),
          "elbo": ("obs", elbo), "gap": ("obs", log_px - elbo)},
@@ -519,7 +479,7 @@ def _logsumexp(a, axis=-1):
 # -- latent-space health -------------------------------------------------------------------------
 
 @torch.no_grad()
-def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str = "data") -> xr.Dataset:
+def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | None = None) -> xr.Dataset:
     """Monte Carlo KL(q(z | x) || p(z | ...)) = E_q[log q - log p] per datapoint for every
     local latent variable ``<name>`` (``[obs]``, or ``[obs, time]`` for per-step sites: a
     step whose KL is ~0 for all data has collapsed to the prior). Where q and p factorise over
@@ -529,16 +489,15 @@ def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str = "d
     args = _as_tuple(data)
     with eval_mode(model, guide), pyro.validation_enabled(False):
         particle_dim = -(_max_plate_nesting(model, guide, args) + 1)
-        plate = pyro.plate(PARTICLES, num_samples, dim=particle_dim)
-        guide_tr = poutine.trace(plate(guide)).get_trace(*args)
-        model_tr = poutine.trace(poutine.replay(plate(model), trace=guide_tr)).get_trace(*args)
-        guide_tr.compute_log_prob(), model_tr.compute_log_prob()
+        sample = importance_sample(model, guide, *args, num_particles=num_samples, particle_dim=particle_dim)
+        data_plate = data_plate or sample.data_plate
         total, per_dim = {}, {}
-        for name, site in _sample_sites(model_tr):
-            if site["is_observed"] or name not in guide_tr.nodes:
+        for name, site in _model_sites(sample):
+            if site["is_observed"] or name not in sample.guide_sites:
                 continue
-            q_site = guide_tr.nodes[name]
-            diff = _nan_where_masked(q_site["log_prob"] - site["log_prob"], site, site["log_prob"].dim())
+            q_site = sample.guide_sites[name]
+            diff = sample.log_prob(q_site) - sample.log_prob(site)
+            diff = _nan_where_masked(diff, site, diff.dim())
             total[name] = _labelled(diff, site, data_plate, event_dim=0)
             marginal = _marginal_kl(q_site["fn"], site["fn"], site["value"])
             if marginal is not None:
@@ -560,77 +519,28 @@ def _mean_over_draws(array, dims):
         return np.nanmean(array, axis=dims.index("draw"))
 
 
-def _independent_marginals(d, v):
-    return d.base_dist.log_prob(v) if d.reinterpreted_batch_ndims == 1 and d.base_dist.event_dim == 0 else None
-
-
-def _gaussian_marginals(d, v):
-    return dist.Normal(d.mean, d.variance.sqrt()).log_prob(v)
-
-
-def _spike_slab_marginals(d, v):
-    # each dim as its own one-dim spike-and-slab: the densities are per dim by construction
-    return SpikeAndSlab(d.gamma[..., None], d.loc[..., None], d.scale[..., None]).log_prob(v[..., None])
-
-
-def _mixture_marginals(d, v):
-    comp = d.component_distribution
-    if not (isinstance(comp, dist.Independent) and comp.base_dist.event_dim == 0):
-        return None
-    log_mix = d.mixture_distribution.logits.log_softmax(-1)[..., None]  # [..., K, 1]
-    return torch.logsumexp(comp.base_dist.log_prob(v.unsqueeze(-2)) + log_mix, dim=-2)
-
-
-def _step_marginals(d, v):
-    return _marginal_log_prob(d.base, v)
-
-
-#: per-dimension marginal log-densities of vector distributions, where they are cheap and exact
-MARGINALS = {
-    dist.Independent: _independent_marginals,
-    dist.MultivariateNormal: _gaussian_marginals,
-    dist.LowRankMultivariateNormal: _gaussian_marginals,
-    SpikeAndSlab: _spike_slab_marginals,
-    dist.MixtureSameFamily: _mixture_marginals,
-    Step: _step_marginals,
-}
-
-
-def _marginal_log_prob(d, v):
-    if d.event_dim != 1:
-        return None
-    for cls, marginals in MARGINALS.items():
-        if isinstance(d, cls):
-            return marginals(d, v)
-    return None
-
-
 def _marginal_kl(q, p, z):
-    lq, lp = _marginal_log_prob(q, z), _marginal_log_prob(p, z)
+    lq, lp = marginal_log_prob(q, z), marginal_log_prob(p, z)
     return None if lq is None or lp is None else lq - lp
 
 
 def latent_activity(idata: az.InferenceData, var: str = "z") -> xr.DataArray:
-    """Cov_x(E_q[z | x]) per latent dim (Burda et al., 2016), from the posterior draws: the
-    variance across datapoints (and steps) of the per-datapoint draw means, minus the part
-    that Monte Carlo noise in those means adds (mean within-datapoint variance / draws)."""
+    """Cov_x(E_q[z | x]) per latent dim from the posterior draws: :func:`ppgen.evaluate.latent_activity`
+    (the per-datapoint draw means' variance across data and steps, less their Monte Carlo noise)."""
     z = idata.posterior[var]
-    s = z.sizes["draw"] * z.sizes["chain"]
-    means = z.mean(("chain", "draw"))
-    noise = z.var(("chain", "draw"), ddof=1).mean([d for d in means.dims if d != "latent"]) / s
-    return means.var([d for d in means.dims if d != "latent"]) - noise
+    draws = z.stack(__sample__=("chain", "draw")).transpose("__sample__", ..., "latent")
+    activity = latents.latent_activity(torch.as_tensor(draws.values))
+    return xr.DataArray(activity.numpy(), dims=["latent"], coords={"latent": z["latent"].values})
 
 
 def active_units(idata: az.InferenceData, var: str = "z", threshold: float = 0.01) -> int:
     """Number of latent dims with activity > ``threshold`` (collapsed dims copy the prior)."""
-    return int((latent_activity(idata, var) > threshold).sum())
+    return latents.active_units(torch.as_tensor(latent_activity(idata, var).values), threshold)
 
 
 def code_sparsity(idata: az.InferenceData, var: str = "z", threshold: float = 1e-2) -> float:
     """Share of drawn code entries with |z| <= threshold (exact zeros for spike-and-slab)."""
-    z = np.abs(idata.posterior[var].values)
-    z = z[~np.isnan(z)]
-    return float((z <= threshold).mean())
+    return latents.code_sparsity(torch.as_tensor(idata.posterior[var].values), threshold)
 
 
 # -- posterior predictive checks ----------------------------------------------------------------
@@ -768,7 +678,7 @@ def _as_tuple(data) -> tuple:
     return tuple(data) if isinstance(data, (tuple, list)) else (data,)
 
 
-__all__ = ["KHAT_GOOD", "KHAT_BAD", "to_inference_data", "training_dataset", "importance_log_weights", "psis_khat",
+__all__ = ["KHAT_GOOD", "KHAT_BAD", "to_inference_data", "training_dataset", "psis_khat",
            "log_mean_exp_se", "importance_diagnostics", "khat_bands", "worst_datapoints", "guide_corrected_loo",
            "latent_kl", "latent_activity", "active_units", "code_sparsity", "ppc_statistics", "plot_khat",
            "plot_ppc", "plot_training", "plot_kl"]

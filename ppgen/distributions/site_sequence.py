@@ -20,6 +20,8 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution
 
+from .declared import DeclaresMask, HasMarginals, marginal_log_prob
+
 
 def normal(loc: torch.Tensor, scale: torch.Tensor):
     """N(loc, diag scale^2) with event dim 1: the form of every VRNN prior and guide step."""
@@ -88,9 +90,9 @@ class SiteSequence:
         return len(self.values) == len(self.params) and t < len(self.values) and value is self.values[t]
 
 
-class Step(TorchDistribution):
+class Step(TorchDistribution, DeclaresMask, HasMarginals):
     """Distribution of one step of a :class:`SiteSequence`: samples as ``make(*params)``, log-density
-    masked to 0 where ``mask[:, t]`` is False."""
+    masked to 0 where ``mask[:, t]`` is False (its :attr:`declared_mask`)."""
 
     arg_constraints: dict = {}
 
@@ -109,6 +111,13 @@ class Step(TorchDistribution):
     @property
     def support(self):
         return self.base.support
+
+    @property
+    def declared_mask(self) -> torch.Tensor:
+        return self.seq.mask[:, self.t]
+
+    def marginal_log_prob(self, value):
+        return marginal_log_prob(self.base, value)
 
     @property
     def mean(self):

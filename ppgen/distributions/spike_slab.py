@@ -19,8 +19,10 @@ from pyro.distributions import TorchDistribution, constraints
 from torch.distributions import kl_divergence, register_kl
 from torch.distributions.utils import broadcast_all
 
+from .declared import HasMarginals
 
-class SpikeAndSlab(TorchDistribution):
+
+class SpikeAndSlab(TorchDistribution, HasMarginals):
     arg_constraints = {
         "gamma": constraints.unit_interval,
         "loc": constraints.real,
@@ -57,13 +59,16 @@ class SpikeAndSlab(TorchDistribution):
             return self.rsample(sample_shape)
 
     def log_prob(self, value):
+        return self.marginal_log_prob(value).sum(-1)
+
+    def marginal_log_prob(self, value):
+        """log p(z_d) per dimension ``[..., D]``: the dimensions are independent by construction."""
         gamma = self.gamma.clamp(1e-6, 1 - 1e-6)
         slab = (
             -0.5 * ((value - self.loc) / self.scale) ** 2
             - self.scale.log() - 0.5 * math.log(2 * math.pi)
         )
-        per_dim = torch.where(value == 0, torch.log1p(-gamma), gamma.log() + slab)
-        return per_dim.sum(-1)
+        return torch.where(value == 0, torch.log1p(-gamma), gamma.log() + slab)
 
     @property
     def mean(self):

@@ -1,5 +1,5 @@
-"""Held-out evaluation in nats: the ELBO, the importance-sampled log-likelihood, and the
-health of the latent code (active units, sparsity).
+"""Held-out evaluation in nats: the ELBO and the importance-sampled log-likelihood, and
+:func:`evaluate`, the standard numbers (with the latent metrics of :mod:`.latents`).
 
 Sign convention: an ELBO or log-likelihood is a log-density (higher is better, negative for
 discrete data); "-ELBO" / NLL in the literature are the same numbers with the sign flipped.
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import torch
-from pyro import poutine
 
+from ..infer.importance import log_importance_weights
+from ..infer.objectives import TraceELBO
 from ..nn import eval_mode
-from ..infer.objectives import TraceELBO, log_importance_weights
+from .latents import active_units, code_sparsity, guide_activity, has_sparse_prior, sample_latents
 
 
 def _batches(data, batch_size):
@@ -35,66 +35,42 @@ def test_elbo(model, guide, data, num_samples: int = 10, batch_size: int = 256) 
 
 
 @torch.no_grad()
+def heldout_log_weights(model, guide, data, k: int = 1000, batch_size: int = 64, chunk: int = 100) -> torch.Tensor:
+    """log w[k, n] = log p(x_n, z_kn) - log q(z_kn | x_n) for ``k`` draws z_kn ~ q(z | x_n) per
+    datapoint of ``data`` (a tensor or a tuple of the model's arguments): ``[k, N]``, taken
+    ``batch_size`` datapoints and ``chunk`` draws at a time to bound memory."""
+    cols = []
+    with eval_mode(model, guide):
+        for batch in _batches(data, batch_size):
+            cols.append(torch.cat([
+                log_importance_weights(model, guide, *batch, num_particles=min(chunk, k - j))
+                for j in range(0, k, chunk)
+            ]))
+    return torch.cat(cols, dim=1)
+
+
 def iwae_log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 64, chunk: int = 100) -> torch.Tensor:
     """log p(x_n) estimated by importance sampling with ``k`` draws from q(z | x_n) (the IWAE
     bound, Burda et al. 2016): a lower bound in expectation that tightens as k grows.
-    Returns one value per datapoint. Draws are taken ``chunk`` at a time to bound memory."""
-    out = []
-    with eval_mode(model, guide):
-        for batch in _batches(data, batch_size):
-            log_w = torch.cat([
-                log_importance_weights(model, guide, *batch, num_particles=min(chunk, k - j))
-                for j in range(0, k, chunk)
-            ])
-            out.append(torch.logsumexp(log_w, 0) - math.log(k))
-    return torch.cat(out)
+    Returns one value per datapoint."""
+    log_w = heldout_log_weights(model, guide, data, k, batch_size, chunk)
+    return torch.logsumexp(log_w, 0) - math.log(k)
 
 
-@torch.no_grad()
-def posterior_mean(guide, x: torch.Tensor, site: str = "z", num_samples: int = 32) -> torch.Tensor:
-    """E_q[z | x] per datapoint: exact when the guide's q has a mean, Monte Carlo otherwise."""
-    if hasattr(guide, "posterior"):
-        try:
-            return guide.posterior(x).mean
-        except NotImplementedError:
-            pass
-    return sample_latents(guide, x, site, num_samples).mean(0)
-
-
-@torch.no_grad()
-def sample_latents(guide, x: torch.Tensor, site: str = "z", num_samples: int = 1) -> torch.Tensor:
-    """``num_samples`` draws of a latent site from the guide: ``[S, N, ...]``."""
-    with pyro.plate("_particles", num_samples, dim=-2), pyro.validation_enabled(False), poutine.block():
-        trace = poutine.trace(guide).get_trace(x)
-    return trace.nodes[site]["value"]
-
-
-@torch.no_grad()
-def active_units(guide, x: torch.Tensor, threshold: float = 0.01) -> int:
-    """Number of latent dimensions whose posterior mean varies across data: Cov_x(E_q[z|x])_dd
-    > threshold (Burda et al., 2016). Collapsed dimensions copy the prior and score 0."""
-    with eval_mode(guide):
-        means = posterior_mean(guide, x)
-    return int((means.var(0) > threshold).sum())
-
-
-@torch.no_grad()
-def code_sparsity(guide, x: torch.Tensor, threshold: float = 1e-2, num_samples: int = 8) -> float:
-    """Share of sampled code entries with |z| <= threshold (exact zeros for spike-and-slab)."""
-    with eval_mode(guide):
-        z = sample_latents(guide, x, num_samples=num_samples)
-    return float((z.abs() <= threshold).float().mean())
-
-
-def evaluate(model, guide, data, *, k: int = 1000, elbo_samples: int = 10, sparsity: bool = False) -> dict:
-    """The standard numbers for a trained VAE-family pair on held-out ``data`` (a tensor)."""
+def evaluate(model, guide, data, *, k: int = 1000, elbo_samples: int = 10, sparsity: bool | None = None) -> dict:
+    """The standard numbers for a trained VAE-family pair on held-out ``data`` (a tensor):
+    ``test_elbo_nats``, ``test_iwae_nats`` (log-densities per datapoint), ``iwae_k``,
+    ``active_units`` of the latent "z", and ``code_sparsity`` when ``sparsity`` (by default:
+    when the model's prior is sparse, ``model.prior.sparse``)."""
+    if sparsity is None:
+        sparsity = has_sparse_prior(model)
     log_px = iwae_log_likelihood(model, guide, data, k=k)
     metrics = {
         "test_elbo_nats": test_elbo(model, guide, data, num_samples=elbo_samples),
         "test_iwae_nats": float(log_px.mean()),
         "iwae_k": k,
-        "active_units": active_units(guide, data),
+        "active_units": active_units(guide_activity(guide, data)),
     }
     if sparsity:
-        metrics["code_sparsity"] = code_sparsity(guide, data)
+        metrics["code_sparsity"] = code_sparsity(sample_latents(guide, data, num_samples=8))
     return metrics

@@ -6,15 +6,24 @@ numbers with the sign flipped (Pyro's DMM example: test -ELBO 6.87 = ELBO -6.87 
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import pyro
 import torch
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 
-from .bounds import iwae_log_likelihood, test_elbo
+from ..infer.importance import importance_sample
 from ..nn import eval_mode
+from .bounds import iwae_log_likelihood, test_elbo
+
+_STEP_SITE = re.compile(r"^(?P<base>.+)_(?P<t>\d+)$")
+
+
+def step_site(name: str) -> tuple[str, int] | None:
+    """``(base, t)`` for a per-step site named ``<base>_<t>`` (``z_3`` -> ``("z", 3)``), the
+    naming of sequence models (:class:`ppgen.distributions.SiteSequence`); None otherwise."""
+    m = _STEP_SITE.match(name)
+    return (m["base"], int(m["t"])) if m else None
 
 
 class WeightedDraws(NamedTuple):
@@ -28,31 +37,25 @@ class WeightedDraws(NamedTuple):
 
 @torch.no_grad()
 def stepwise_log_weights(model, guide, x: torch.Tensor, mask: torch.Tensor, num_particles: int = 1) -> WeightedDraws:
-    """Draw ``num_particles`` z_{1:T} ~ q(. | x) per sequence (vectorized, in a plate at dim -2),
-    score them under the model, and split each site's log-density by its step (sites
-    ``z_{t}``, ``x_{t}``)."""
-    plate = pyro.plate("_particles", num_particles, dim=-2)
+    """Draw ``num_particles`` z_{1:T} ~ q(. | x) per sequence (:func:`ppgen.infer.importance_sample`),
+    and group each site's share of the log-weight by its step (sites ``z_{t}``, ``x_{t}``)."""
     with pyro.validation_enabled(False), eval_mode(model, guide):
-        guide_trace = poutine.trace(plate(guide)).get_trace(x, mask)
-        model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(x, mask)
-    model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
-    T = sum(1 for n, s in guide_trace.nodes.items() if s["type"] == "sample")
+        draws = importance_sample(model, guide, x, mask, num_particles=num_particles)
+        terms = draws.site_terms()
+    steps = {name: _step(name) for name in terms}
+    T = 1 + max(steps.values())
     log_w = x.new_zeros(num_particles, x.shape[0], T)
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for name, site in trace.nodes.items():
-            if site["type"] == "sample":
-                log_w[..., _step(name)] += sign * site["log_prob"]
-    z = [guide_trace.nodes[f"z_{t}"]["value"].expand(num_particles, x.shape[0], -1) for t in range(T)]
+    for name, term in terms.items():
+        log_w[..., steps[name]] += term
+    z = [draws.guide_sites[f"z_{t}"]["value"].expand(num_particles, x.shape[0], -1) for t in range(T)]
     return WeightedDraws(log_w, z)
 
 
 def _step(name: str) -> int:
-    prefix, _, t = name.rpartition("_")
-    if prefix not in ("z", "x") or not t.isdigit():
+    step = step_site(name)
+    if step is None or step[0] not in ("z", "x"):
         raise ValueError(f"expected sequence sites named z_{{t}} and x_{{t}}, found {name!r}")
-    return int(t)
+    return step[1]
 
 
 def real_frames(mask: torch.Tensor) -> int:
@@ -110,6 +113,45 @@ def continuation_log_likelihood(model, guide, x: torch.Tensor, mask: torch.Tenso
     return float((full - prefix).sum()) / frames
 
 
-__all__ = ["WeightedDraws", "stepwise_log_weights", "elbo_per_frame", "iwae_per_frame", "sequence_metrics",
+__all__ = ["step_site", "WeightedDraws", "stepwise_log_weights", "elbo_per_frame", "iwae_per_frame", "sequence_metrics",
            "continuation_log_likelihood", "real_frames"]
 
+
+
+@torch.no_grad()
+def states_after_prefix(model, guide, x_prefix: torch.Tensor, mask_prefix: torch.Tensor, num: int = 1,
+                        particles: int = 64) -> tuple:
+    """``num`` draws of a sequence model's state h_L after each prefix's L real frames (tensors
+    ``[num, B, hidden]``), by sampling-importance-resampling.
+
+    The future depends on the prefix only through h_L, which depends on z_{1:L}. We draw
+    ``particles`` z_{1:L} ~ q from ``guide`` run on the prefix alone, weight each by
+    p(x_{1:L}, z_{1:L}) / q(z_{1:L} | x), and resample: as ``particles`` grows the states
+    approach draws under the model's own posterior p(z_{1:L} | x_{1:L}), whatever the guide's
+    quality. ``model`` supplies ``states(x, z)`` (h_0..h_T, each a state tuple)."""
+    draws = stepwise_log_weights(model, guide, x_prefix, mask_prefix, num_particles=particles)
+    T = draws.log_w.shape[-1]
+    states = model.states(x_prefix[:, :T], draws.z)
+    lengths = mask_prefix[:, :T].sum(-1)
+    B = x_prefix.shape[0]
+    batch = torch.arange(B, device=x_prefix.device)
+    pick = torch.distributions.Categorical(logits=draws.log_w.sum(-1).T).sample((num,))  # [num, B]
+    out = []
+    for i in range(len(states[0])):
+        per_step = torch.stack([s[i].expand(particles, B, -1) for s in states], dim=-2)  # [K, B, T+1, H]
+        out.append(per_step[:, batch, lengths][pick, batch])                            # [num, B, H]
+    return tuple(out)
+
+
+@torch.no_grad()
+def continue_sequences(model, guide, x_prefix: torch.Tensor, mask_prefix: torch.Tensor, steps: int,
+                       num_continuations: int = 1, particles: int = 64, mean: bool = False) -> torch.Tensor:
+    """``num_continuations`` continuations of ``steps`` frames after each prefix,
+    ``[num, B, steps, x_dim]``: each starts right after its sequence's last real frame, from a
+    state of :func:`states_after_prefix`, and runs ``model.generate`` (frames, or the means of
+    p(x_t | z_t, h_{t-1}) when ``mean``)."""
+    state = states_after_prefix(model, guide, x_prefix, mask_prefix, num_continuations, particles)
+    return model.generate(state, steps, mean=mean)
+
+
+__all__ += ["states_after_prefix", "continue_sequences"]

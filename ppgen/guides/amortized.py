@@ -1,16 +1,15 @@
 """Amortized Gaussian guides: an encoder network maps x to the parameters of q(z | x)."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.distributions.utils import _standard_normal
 from torch.nn.functional import softplus
 
+from ..distributions.fast import ReparamNormal
 from ..nn.conv import conv_encoder
 from ..nn.mlp import MLP, Scale
 
@@ -27,8 +26,6 @@ def mlp_encoder(x_dim: int, hidden: int | Sequence[int] = 256, input_scale: floa
 class AmortizedGuide(nn.Module):
     """Shared plumbing: an encoder x -> h (an MLP by default; any module with an
     ``out_features`` attribute, e.g. a conv encoder) and a linear head h -> parameters."""
-
-    latent_sites = ("z",)
 
     def __init__(self, x_dim: int, z_dim: int, head_features: int, *, encoder: nn.Module | None = None,
                  hidden: int | Sequence[int] = 256, input_scale: float = 1.0):
@@ -53,30 +50,6 @@ class AmortizedGuide(nn.Module):
         raise NotImplementedError
 
 
-class _ReparamNormal(dist.Normal):
-    """Normal that remembers its last draw z = loc + scale * eps, so that log_prob of that very
-    tensor is -eps^2/2 - log scale - log sqrt(2 pi): the same function of loc and scale (hence
-    the same ELBO value and gradients, up to rounding) with fewer ops than recomputing
-    (z - loc) / scale. Any other value takes the general formula."""
-
-    def rsample(self, sample_shape=torch.Size()):
-        shape = self._extended_shape(sample_shape)
-        eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)  # as Normal.rsample draws
-        z = self.loc + eps * self.scale
-        self._draw = (z, eps)
-        return z
-
-    def log_prob(self, value):
-        draw = self.__dict__.get("_draw")
-        if draw is None or value is not draw[0] or self._validate_args:
-            return super().log_prob(value)
-        eps = draw[1]
-        return -0.5 * eps.square() - self.scale.log() - _HALF_LOG_2PI
-
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
 class DiagonalNormalGuide(AmortizedGuide):
     """q(z | x) = N(mu(x), diag sigma(x)^2), site "z": the classic VAE encoder."""
 
@@ -85,7 +58,7 @@ class DiagonalNormalGuide(AmortizedGuide):
 
     def posterior(self, x):
         loc, raw_scale = self.head(self.encoder(x)).chunk(2, dim=-1)
-        return _ReparamNormal(loc, softplus(raw_scale) + 1e-4).to_event(1)
+        return ReparamNormal(loc, softplus(raw_scale) + 1e-4).to_event(1)
 
 
 class LowRankNormalGuide(AmortizedGuide):

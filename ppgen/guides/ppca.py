@@ -23,8 +23,6 @@ class ExactPPCAGuide(nn.Module):
     The guide has no parameters of its own; the model is kept outside the module tree so
     that an optimiser over ``model.parameters() + guide.parameters()`` sees each once."""
 
-    latent_sites = ("z",)
-
     def __init__(self, model, scale: float = 1.0):
         super().__init__()
         self.check_model(model)

@@ -5,6 +5,8 @@ import pyro
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
+from ..models.interfaces import ChecksModel, ChecksPrior
+
 
 class SiteMismatchError(ValueError):
     pass
@@ -23,10 +25,10 @@ def check_sites(model, guide, *args, **kwargs) -> list[str]:
     """Trace ``model`` and ``guide`` on ``args`` (a small batch is enough) and raise
     :class:`SiteMismatchError` listing both site sets if they differ. Guides that need a
     particular prior say so through an optional ``check_model(model)`` method, and models
-    that allow only some priors through ``check_prior()``."""
-    if hasattr(model, "check_prior"):
+    that allow only some priors through ``check_prior()`` (:mod:`ppgen.models.interfaces`)."""
+    if isinstance(model, ChecksPrior):
         model.check_prior()
-    if hasattr(guide, "check_model"):
+    if isinstance(guide, ChecksModel):
         guide.check_model(model)
     guide_sites = latent_sites(guide, *args, **kwargs)
     model_sites = latent_sites(model, *args, **kwargs)

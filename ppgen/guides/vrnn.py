@@ -5,7 +5,8 @@ import pyro
 import torch
 from torch import nn
 
-from ..models.vrnn import VRNN, cat_features, sequence_length
+from ..models.recurrence import StatePath, cat_features
+from ..models.vrnn import VRNN, sequence_length
 from ..nn.mlp import gaussian_params
 from ..nn import MLP
 from ..distributions.site_sequence import SiteSequence, normal
@@ -21,8 +22,8 @@ class FilteringGuide(nn.Module):
     depends on x_{<t} and on the z_{<t} this guide sampled: the guide runs the model's
     recurrence with the model's phi_x, phi_z and rnn, which it uses but does not own (they are
     not in ``guide.parameters()``); its own parameters are the head. After each run it hands
-    its states to the model (:meth:`VRNN.remember_filtering`) so that the model, replayed on
-    this trace, need not run the RNN again.
+    its pass over the data to the model (``model.guide_states``) so that the model, replayed
+    on this trace, need not run the RNN again.
     """
 
     def __init__(self, model: VRNN, hidden: int | None = None):
@@ -54,19 +55,15 @@ class FilteringGuide(nn.Module):
         model = self.model
         T = sequence_length(mask)
         mask_t = mask[:, :T]
-        fx = model.phi_x(x[:, :T])
-        context, fx = self.context(fx, mask_t), fx.unbind(1)
+        h = StatePath(model, x[:, :T])
+        context = self.context(h.fx, mask_t)
         q = SiteSequence(normal, mask_t, (model.z_dim,))
-        state = model.rnn.initial()
-        states, zs, fzs = [state], [], []
         with pyro.plate("data", x.shape[0], dim=-1):
             for t in pyro.markov(range(T)):
-                loc, scale = gaussian_params(self.head(cat_features(context[t], state[0])))
-                z = q.record(pyro.sample(f"z_{t}", q.step(t, loc, scale)))
-                fz = model.phi_z(z)
-                state = model.next_state(fx[t], fz, state)
-                zs.append(z), fzs.append(fz), states.append(state)
-        model.remember_filtering(x, mask, fx, zs, fzs, states)
+                loc, scale = gaussian_params(self.head(cat_features(context[t], h.h_before(t))))
+                z = pyro.sample(f"z_{t}", q.step(t, loc, scale))   # z_t ~ q(z_t | ., h_{t-1})
+                h.advance(t, q.record(z))                          # the model's h_t, with this z_t
+        model.guide_states.offer(h, x, mask, model.recurrence_parameters())
 
 
 class SmoothingGuide(FilteringGuide):

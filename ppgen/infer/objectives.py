@@ -3,7 +3,8 @@ KL weight (beta) applied to latent sites.
 
 Every objective is a callable ``loss(model, guide, *args) -> scalar tensor``: the negative
 bound summed over the batch, differentiable (surrogate terms included for
-non-reparameterized sites).
+non-reparameterized sites). Model and guide are run by :mod:`.record`; the IWAE bound's
+weights are :func:`.importance.log_importance_weights`, the one importance-weight function.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pyro import poutine
 from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer.util import MultiFrameTensor, is_validation_enabled
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import kl_divergence
+
+from .importance import log_importance_weights
+from .record import run_pair, site_log_prob
 
 
 class ScaleLatents(Messenger):
@@ -37,68 +40,6 @@ def with_beta(fn, beta: float):
     return fn if beta == 1.0 else ScaleLatents(beta)(fn)
 
 
-class _Record(Messenger):
-    """The sample sites of one run of a Pyro program, in order (a minimal ``poutine.trace``).
-
-    With ``replay`` (another record's sites) it also does ``poutine.replay``: latent sites
-    named there take that value. Sites are kept as the messages themselves (no copy), read
-    after the run, when every handler has set ``scale``, ``mask`` and ``cond_indep_stack``.
-    This is all an ELBO needs from Pyro's tracing, at a fraction of its Python cost.
-    """
-
-    def __init__(self, replay: dict | None = None):
-        super().__init__()
-        self.sites: dict = {}
-        self.replay = replay
-
-    def _pyro_sample(self, msg):
-        if self.replay is None or msg["is_observed"]:
-            return
-        guide_msg = self.replay.get(msg["name"])
-        if guide_msg is not None:
-            if guide_msg["is_observed"]:
-                raise RuntimeError(f"site {msg['name']} must be sampled in trace")
-            msg["done"] = True
-            msg["value"] = guide_msg["value"]
-            msg["infer"] = guide_msg["infer"]
-
-    def _pyro_post_sample(self, msg):
-        if msg["infer"].get("_do_not_trace"):  # Pyro's trace skips these auxiliary sites too
-            return
-        name = msg["name"]
-        if name in self.sites:
-            raise RuntimeError(f"Multiple sample sites named '{name}'")
-        self.sites[name] = msg
-
-
-def _latent_sites(record: _Record):
-    """(name, msg) of the sample sites that are not plate subsample sites."""
-    return [(name, msg) for name, msg in record.sites.items() if type(msg["fn"]) is not _Subsample]
-
-
-def _log_prob(msg) -> torch.Tensor:
-    """A site's log-density, scaled and masked as ``Trace.compute_log_prob`` does."""
-    lp = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
-    return scale_and_mask(lp, msg["scale"], msg["mask"])
-
-
-def _run_pair(model, guide, args, particles=None, detach_guide: bool = False):
-    """Run the guide, then the model replayed against it (``get_importance_trace`` without
-    the Trace objects); ``particles``, a ``pyro.plate``, wraps both to vectorize draws."""
-    if particles is not None:
-        model, guide = particles(model), particles(guide)
-    guide_record = _Record()
-    with guide_record:
-        guide(*args)
-    if detach_guide:
-        for msg in guide_record.sites.values():
-            msg["value"] = msg["value"].detach()
-    model_record = _Record(replay=guide_record.sites)
-    with model_record:
-        model(*args)
-    return _latent_sites(model_record), _latent_sites(guide_record)
-
-
 def _is_guide_messenger(guide) -> bool:
     return isinstance(poutine.unwrap(guide), Messenger)
 
@@ -108,7 +49,7 @@ class TraceELBO:
     vectorized samples.
 
     During training (Pyro validation off, as in :func:`ppgen.infer.fit`) the model and guide
-    are run under one small recording handler instead of Pyro's trace/replay machinery; the
+    are run under one small recording handler (:mod:`.record`) instead of Pyro's trace/replay machinery; the
     value and gradients are those of ``pyro.infer.Trace_ELBO`` on the same random draws
     (tests/test_objectives.py checks this): reparameterized sites enter pathwise,
     non-reparameterized ones through the score-function surrogate with the same plate-wise
@@ -133,13 +74,13 @@ class TraceELBO:
         particles = None
         if self.num_particles > 1:  # as Pyro's vectorize_particles: one plate left of all others
             particles = pyro.plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting - 1)
-        model_sites, guide_sites = _run_pair(model, guide, args, particles)
+        model_sites, guide_sites = run_pair(model, guide, args, particles)
         return self._loss(model_sites, guide_sites) / self.num_particles
 
     @staticmethod
     def _loss(model_sites, guide_sites) -> torch.Tensor:
         """-ELBO of one (vectorized) draw, as Trace_ELBO._differentiable_loss_particle forms it."""
-        model_lp = [_log_prob(msg) for _, msg in model_sites]
+        model_lp = [site_log_prob(msg) for _, msg in model_sites]
         elbo = sum(lp.sum() for lp in model_lp)
         surrogate = elbo
         guide_lp, score_sites = {}, []
@@ -179,14 +120,14 @@ class MeanFieldELBO(TraceELBO):
         elbo = 0.0
         for name, msg in model_sites:
             if msg["is_observed"]:
-                elbo = elbo + _log_prob(msg).sum()
+                elbo = elbo + site_log_prob(msg).sum()
                 continue
             q = guide_by_name[name]
             try:
                 kl = scale_and_mask(kl_divergence(q["fn"], msg["fn"]), q["scale"], q["mask"])
                 elbo = elbo - (kl.sum() if torch.is_tensor(kl) else kl * q["fn"].batch_shape.numel())
             except NotImplementedError:
-                elbo = elbo + _log_prob(msg).sum() - _entropy_term(q).sum()
+                elbo = elbo + site_log_prob(msg).sum() - _entropy_term(q).sum()
         model_names = {name for name, _ in model_sites}
         for name, q in guide_sites:  # auxiliary guide sites, absent from the model
             if name not in model_names:
@@ -225,37 +166,3 @@ class IWAE:
 
 
 ELBOS = {"trace": TraceELBO, "meanfield": MeanFieldELBO, "iwae": IWAE}
-
-
-def log_importance_weights(model, guide, *args, num_particles: int = 1, data_plate: str = "data",
-                           detach_guide: bool = False) -> torch.Tensor:
-    """log w[k, n] = log p(x_n, z_kn) - log q(z_kn | x_n) for K vectorized draws z_k ~ q.
-
-    Returns a ``[K, N]`` tensor: each site's log-density is summed over everything but the
-    particle dimension and the ``data_plate`` dimension (masks and scales applied, so padded
-    sequence steps contribute nothing). A latent site outside the data plate (a global
-    latent) has no per-datapoint weight, and raises ``ValueError``.
-    """
-    particles = pyro.plate("_particles", num_particles, dim=-2)  # the data plate sits at dim -1 in every ppgen model
-    with pyro.validation_enabled(False):
-        model_sites, guide_sites = _run_pair(model, guide, args, particles, detach_guide)
-    total = 0.0
-    for sites, sign in ((model_sites, 1.0), (guide_sites, -1.0)):
-        for name, msg in sites:
-            total = total + sign * _per_datapoint(msg, _log_prob(msg), name, num_particles, data_plate)
-    return total
-
-
-def _per_datapoint(site, lp, name, num_particles, data_plate):
-    dims = {f.name: f.dim for f in site["cond_indep_stack"]}
-    if data_plate not in dims:
-        raise ValueError(
-            f"site {name!r} is outside the {data_plate!r} plate (a global latent): per-datapoint "
-            "importance weights are not defined; use ppgen.diagnostics for models with global latents"
-        )
-    if dims[data_plate] != -1:
-        raise ValueError(f"the {data_plate!r} plate must be the innermost plate (dim=-1), got dim={dims[data_plate]}")
-    lp = lp.reshape((1,) * max(0, 2 - lp.dim()) + lp.shape)
-    if lp.dim() > 2:  # nested plates left of the particle dim are summed out
-        lp = lp.sum(list(range(lp.dim() - 2)))
-    return lp.expand(num_particles, -1)

@@ -1,5 +1,5 @@
 """Pyro models p(x, z). Each is an ``nn.Module`` whose ``forward(x)`` is the Pyro model; its
-latent sample sites are listed in its docstring and in ``latent_sites``."""
+sample sites and densities are written in its class docstring."""
 from .vae import VAE
 from .sparse_vae import SparseVAE
 from .vrnn import VRNN
@@ -14,4 +14,4 @@ MODELS = {
     "vaegan": VAEGAN,
 }
 
-__all__ = ["MODELS", "VAE", "SparseVAE"]
+__all__ = ["MODELS", "VAE", "SparseVAE", "VRNN", "ConvVAE", "VAEGAN"]

@@ -1,8 +1,6 @@
 """A VAE whose prior encourages sparse codes."""
 from __future__ import annotations
 
-import torch
-
 from .. import priors
 from .vae import VAE
 
@@ -26,7 +24,8 @@ class SparseVAE(VAE):
       Normal-family guide pairs with it and gradients are unbiased, but posterior means are
       only *shrunk* towards zero, never exactly zero, so "sparsity" needs a threshold.
 
-    ``sparsity(codes)`` reports the share of code entries that are (near) zero.
+    The share of code entries that are (near) zero is measured by
+    :func:`ppgen.evaluate.code_sparsity`, for any model whose prior is sparse.
     """
 
     def check_prior(self) -> None:
@@ -37,8 +36,3 @@ class SparseVAE(VAE):
     @staticmethod
     def default_prior(z_dim: int) -> priors.Prior:
         return priors.SpikeAndSlab(z_dim)
-
-    @staticmethod
-    def sparsity(codes: torch.Tensor, threshold: float = 1e-2) -> float:
-        """Fraction of code entries with |z| <= threshold (exact zeros for spike-and-slab)."""
-        return float((codes.abs() <= threshold).float().mean())

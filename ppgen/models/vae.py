@@ -23,8 +23,6 @@ class VAE(nn.Module):
     built model in one line: ``vae.prior = priors.Laplace(vae.z_dim)``.
     """
 
-    latent_sites = ("z",)
-
     def __init__(
         self,
         x_dim: int,

@@ -1,25 +1,15 @@
 """The variational recurrent neural network (Chung et al., 2015) as a Pyro model of sequences."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pyro
 import torch
 from torch import nn
 
 from .. import likelihoods
 from ..nn.mlp import MLP, eval_mode
-from ..priors import STEP_PRIORS
-from ..distributions.site_sequence import SiteSequence, normal, stack_steps
-
-
-def cat_features(*tensors: torch.Tensor) -> torch.Tensor:
-    """Concatenate feature vectors whose leading (particle, batch) dims broadcast."""
-    lead = [t.shape[:-1] for t in tensors]
-    if any(s != lead[0] for s in lead[1:]):  # checked first: broadcasting costs more than the cat
-        shape = torch.broadcast_shapes(*lead)
-        tensors = [t.expand(*shape, t.shape[-1]) for t in tensors]
-    return torch.cat(tensors, dim=-1)
+from ..priors import STEP_PRIORS, Prior, StepPrior
+from ..distributions.site_sequence import SiteSequence, normal
+from .recurrence import GuideStates, Recurrence, StatePath, cat_features
 
 
 def sequence_length(mask: torch.Tensor) -> int:
@@ -28,52 +18,7 @@ def sequence_length(mask: torch.Tensor) -> int:
     return int(mask.sum(-1).max())
 
 
-RNN_CELLS = {"gru": nn.GRUCell, "lstm": nn.LSTMCell}
-
-
-class Recurrence(nn.Module):
-    """h_t = f([phi_x(x_t), phi_z(z_t)], h_{t-1}): a GRU or LSTM cell with a learned initial state.
-
-    A state is a tuple, ``(h,)`` for a GRU and ``(h, c)`` for an LSTM; inputs and states may
-    carry any leading (particle, batch) dims, which broadcast."""
-
-    def __init__(self, kind: str, input_size: int, hidden: int):
-        super().__init__()
-        if kind not in RNN_CELLS:
-            raise ValueError(f"unknown rnn {kind!r}; choose one of: {', '.join(RNN_CELLS)}")
-        self.kind = kind
-        self.cell = RNN_CELLS[kind](input_size, hidden)
-        self.init = nn.Parameter(torch.zeros(2 if kind == "lstm" else 1, hidden))
-
-    def initial(self) -> tuple[torch.Tensor, ...]:
-        """The state before the first frame, h_0 (unbatched ``[hidden]`` tensors)."""
-        return tuple(self.init.unbind(0))
-
-    def forward(self, inputs: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        lead = inputs.shape[:-1]
-        if len(lead) == 1 and all(s.shape[:-1] == lead for s in state):  # [B, F]: the cell's own layout
-            out = self.cell(inputs, state[0] if self.kind == "gru" else state)
-            return (out,) if self.kind == "gru" else out
-        flat = tuple(s.expand(*lead, s.shape[-1]).reshape(-1, s.shape[-1]) for s in state)
-        out = self.cell(inputs.reshape(-1, inputs.shape[-1]), flat[0] if self.kind == "gru" else flat)
-        out = (out,) if self.kind == "gru" else out
-        return tuple(o.reshape(*lead, o.shape[-1]) for o in out)
-
-
-@dataclass
-class FilteredPass:
-    """A guide's run of the model's recurrence over data ``(x, mask)``: phi_x(x_t), the sampled
-    z_t, phi_z(z_t) and the states h_0..h_T, with the parameter versions it was computed under."""
-
-    x: torch.Tensor
-    mask: torch.Tensor
-    data_versions: tuple
-    fx: tuple
-    z: list
-    fz: list
-    states: list
-    versions: tuple
-    grad: bool
+_OWN = object()  # check_prior's default: the model's own prior
 
 
 class VRNN(nn.Module):
@@ -84,14 +29,14 @@ class VRNN(nn.Module):
         h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})  deterministic, GRU or LSTM  (self.rnn)
 
     for each sequence in the plate "data" (dim -1), t = 0..T-1 in ``pyro.markov``. Priors
-    (:data:`STEP_PRIORS`, swap in one line: ``vrnn.prior = priors.StandardNormalStep(vrnn.z_dim)``):
+    (:data:`STEP_PRIORS`, a name or an instance; swap in one line:
+    ``vrnn.prior = priors.StandardNormalStep(vrnn.z_dim)``):
     ``"learned"`` p(z_t | h_{t-1}) = N(mu(h_{t-1}), diag sigma(h_{t-1})^2) (the paper's) and
     ``"standard"`` p(z_t) = N(0, I). Likelihoods: ``"bernoulli"`` (binary piano rolls, keys
     independent given z_t and h_{t-1}, as in the paper), ``"autoregressive_bernoulli"`` (binary,
     p(x_t|z_t,h_{t-1}) = prod_k p(x_{t,k} | x_{t,<k}, z_t, h_{t-1}), so the notes of a chord stay
     dependent; see :mod:`ppgen.nn.made`) or ``"normal"`` (real values, one learned scale per
-    dimension). The default sizes (z_dim 16, hidden 128) did best on JSB Chorales among those we
-    tried without dropout: larger RNNs overfit sooner.
+    dimension). Default sizes z_dim 16, hidden 128 (JSB Chorales results: BENCHMARKS.md).
 
     ``dropout`` (default 0) regularises the deterministic path, which is what overfits on small
     corpora such as JSB: in training mode it drops units of phi_x(x_t) (the input to the
@@ -105,16 +50,19 @@ class VRNN(nn.Module):
     emissions are scored afterwards in one batched call (given observed x they do not feed
     back into the recurrence). When the model is replayed against a guide trace of the same
     data, it reuses the h_t that the guide computed with this model's networks rather than
-    running the RNN a second time (see :meth:`remember_filtering`).
+    running the RNN a second time (:mod:`ppgen.models.recurrence`; same numbers).
+
+    Assigning a prior checks it (:meth:`check_prior`): it must be a :class:`ppgen.priors.StepPrior`
+    with this model's z_dim (and hidden size, if it reads h_{t-1}).
     """
 
     def __init__(self, x_dim: int = 88, z_dim: int = 16, hidden: int = 128, *, rnn: str = "gru",
-                 prior: str = "learned", likelihood: str = "bernoulli", likelihood_kwargs: dict | None = None,
+                 prior: "str | StepPrior" = "learned", likelihood: str = "bernoulli", likelihood_kwargs: dict | None = None,
                  dropout: float = 0.0):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout}")
-        if prior not in STEP_PRIORS:
+        if isinstance(prior, str) and prior not in STEP_PRIORS:
             raise ValueError(f"unknown prior {prior!r}; choose one of: {', '.join(STEP_PRIORS)}")
         if likelihood not in likelihoods.LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of: {', '.join(likelihoods.LIKELIHOODS)}")
@@ -122,11 +70,11 @@ class VRNN(nn.Module):
         self.likelihood = likelihoods.LIKELIHOODS[likelihood](x_dim, **(likelihood_kwargs or {}))
         self.phi_x = nn.Sequential(MLP(x_dim, [hidden], hidden), nn.ReLU(), nn.Dropout(dropout))
         self.phi_z = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU())
-        self.prior = STEP_PRIORS[prior](z_dim, hidden)
+        self.prior = STEP_PRIORS[prior](z_dim, hidden) if isinstance(prior, str) else prior
         self.decoder_dropout = nn.Dropout(dropout)
         self.decoder = MLP(2 * hidden, [hidden], self.likelihood.out_features)
         self.rnn = Recurrence(rnn, 2 * hidden, hidden)
-        self._filtered: FilteredPass | None = None
+        self.guide_states = GuideStates()  # a guide's pass over the data, for the next model call
 
     @classmethod
     def for_data(cls, data, **kwargs) -> "VRNN":
@@ -134,33 +82,39 @@ class VRNN(nn.Module):
         kwargs.setdefault("likelihood", data.likelihood)
         return cls(data.x_dim, **kwargs)
 
+    def __setattr__(self, name, value):
+        if name == "prior":
+            self.check_prior(value)
+        super().__setattr__(name, value)
+
+    def check_prior(self, prior=_OWN) -> None:
+        """Raise ``ValueError`` naming what fits unless ``prior`` (default: the model's) is a
+        per-step prior p(z_t | h_{t-1}) over this model's z_t and h_{t-1}."""
+        prior = self.prior if prior is _OWN else prior
+        fits = (f"priors.StandardNormalStep({self.z_dim}) or priors.LearnedStepPrior({self.z_dim}, {self.hidden}) "
+                f"(priors.STEP_PRIORS)")
+        if not isinstance(prior, StepPrior):
+            what = "a prior p(z) over one latent vector" if isinstance(prior, Prior) else "not a step prior"
+            raise ValueError(f"VRNN needs a per-step prior p(z_t | h_(t-1)) such as {fits}; "
+                             f"got {type(prior).__name__}, {what}")
+        if prior.z_dim != self.z_dim or prior.hidden not in (None, self.hidden):
+            raise ValueError(f"VRNN has z_dim {self.z_dim} and hidden {self.hidden}; its prior must match, "
+                             f"e.g. {fits}; got {type(prior).__name__} with z_dim {prior.z_dim}, hidden {prior.hidden}")
+
     # -- the Pyro model ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> None:
-        filtered = self._take_filtered(x, mask)
+        guide_pass = self.guide_states.take(x, mask, self.recurrence_parameters())
         T = sequence_length(mask)
         x, mask = x[:, :T], mask[:, :T]
-        fx = filtered.fx if filtered is not None else self.phi_x(x).unbind(1)
-        h_prev_all = stack_steps([s[0] for s in filtered.states[:T]]) if filtered is not None else None
-        zs = SiteSequence(normal, mask, (self.z_dim,),
-                          batched=self.prior(h_prev_all) if filtered is not None else None)
-        state, h_prev, fz = self.rnn.initial(), [], []
+        h = StatePath(self, x, follow=guide_pass)  # reuses the guide's h_t while they are provably equal
+        zs = SiteSequence(normal, mask, (self.z_dim,))
         with pyro.plate("data", x.shape[0], dim=-1):
             for t in pyro.markov(range(T)):
-                h = state[0]
-                step = zs.step(t) if filtered is not None else zs.step(t, *self.prior(h))
-                z = zs.record(pyro.sample(f"z_{t}", step))
-                if filtered is not None and z is filtered.z[t]:  # same data, params, z: same h_t
-                    f, state = filtered.fz[t], filtered.states[t + 1]
-                else:
-                    filtered = None
-                    f = self.phi_z(z)
-                    state = self.next_state(fx[t], f, state)
-                h_prev.append(h)
-                fz.append(f)
-            if filtered is None:
-                h_prev_all = stack_steps(h_prev)
-            raw = self.decode(stack_steps(fz), h_prev_all)
-            xs = SiteSequence(self.likelihood, mask, (self.x_dim,), batched=(raw,), reparameterized=False)
+                z = pyro.sample(f"z_{t}", zs.step(t, *h.prior(t)))    # z_t ~ p(z_t | h_{t-1})
+                h.advance(t, zs.record(z))                           # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
+            # x_t ~ p(x_t | z_t, h_{t-1}); given observed x they do not feed back, so one batched decode
+            xs = SiteSequence(self.likelihood, mask, (self.x_dim,), reparameterized=False,
+                              batched=(self.decode(h.fz_each(), h.h_before_each()),))
             frames = x.unbind(1)
             for t in pyro.markov(range(T)):
                 pyro.sample(f"x_{t}", xs.step(t), obs=xs.record(frames[t]))
@@ -173,36 +127,10 @@ class VRNN(nn.Module):
         """h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}) from the features of x_t and z_t."""
         return self.rnn(cat_features(fx_t, fz_t), state)
 
-    # -- sharing the recurrence with a guide --------------------------------------------------
-    def recurrence_versions(self) -> tuple:
-        """(parameter, version) for every parameter that h_t depends on."""
-        params = [*self.phi_x.parameters(), *self.phi_z.parameters(), *self.rnn.parameters()]
-        return tuple((p, p._version) for p in params)
-
-    def remember_filtering(self, x, mask, fx, z, fz, states) -> None:
-        """Called by a guide that ran this model's recurrence over ``(x, mask)`` with its own z_t.
-
-        The next model call reuses these h_t only while it is provably the same computation:
-        the same ``x`` and ``mask`` objects, unchanged, the same z_t objects at every step (as under
-        ``poutine.replay`` of that guide's trace), no parameter changed in place since (the
-        version counters), and the same grad mode. At the first z_t that differs the model
-        computes its own states from there on. The record is used at most once."""
-        self._filtered = FilteredPass(x, mask, (x._version, mask._version), tuple(fx), z, fz, states,
-                                      self.recurrence_versions(), torch.is_grad_enabled())
-
-    def _take_filtered(self, x, mask) -> FilteredPass | None:
-        f, self._filtered = self._filtered, None
-        if (f is None or f.x is not x or f.mask is not mask or f.data_versions != (x._version, mask._version)
-                or f.grad != torch.is_grad_enabled()):
-            return None
-        now = self.recurrence_versions()
-        if len(now) != len(f.versions) or any(p is not q or v != w for (p, v), (q, w) in zip(now, f.versions)):
-            return None
-        return f
-
-    def __getstate__(self):
-        # a pending guide record holds autograd graphs, which neither copy nor pickle
-        return {**self.__dict__, "_filtered": None}
+    def recurrence_parameters(self) -> list:
+        """The parameters that h_t depends on (phi_x, phi_z, rnn): a guide's states stay
+        reusable only while none of them changed."""
+        return [*self.phi_x.parameters(), *self.phi_z.parameters(), *self.rnn.parameters()]
 
     # -- generation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -242,40 +170,6 @@ class VRNN(nn.Module):
         """``n`` new sequences of ``T`` frames from p(x_{1:T}): ``[n, T, x_dim]``."""
         state = tuple(s.expand(n, -1) for s in self.rnn.initial())
         return self.generate(state, T, mean=mean)
-
-    @torch.no_grad()
-    def continue_sequences(self, guide, x_prefix: torch.Tensor, mask_prefix: torch.Tensor, steps: int,
-                           num_continuations: int = 1, particles: int = 64, mean: bool = False) -> torch.Tensor:
-        """Sample ``num_continuations`` continuations of ``steps`` frames after each prefix:
-        ``[num, B, steps, x_dim]``, each starting right after its sequence's last real frame,
-        from the states of :meth:`states_after_prefix`."""
-        state = self.states_after_prefix(guide, x_prefix, mask_prefix, num_continuations, particles)
-        return self.generate(state, steps, mean=mean)
-
-    @torch.no_grad()
-    def states_after_prefix(self, guide, x_prefix: torch.Tensor, mask_prefix: torch.Tensor, num: int = 1,
-                            particles: int = 64) -> tuple:
-        """``num`` draws of the state h_L after each prefix's L real frames (tensors ``[num, B, hidden]``).
-
-        The future depends on the prefix only through h_L, which depends on z_{1:L}. We draw
-        ``particles`` z_{1:L} ~ q from ``guide`` run on the prefix alone, weight each by
-        p(x_{1:L}, z_{1:L}) / q(z_{1:L} | x), and resample (sampling-importance-resampling):
-        as ``particles`` grows the states approach draws under the model's own posterior
-        p(z_{1:L} | x_{1:L}), whatever the guide's quality."""
-        from ..evaluate.sequences import stepwise_log_weights
-
-        draws = stepwise_log_weights(self, guide, x_prefix, mask_prefix, num_particles=particles)
-        T = draws.log_w.shape[-1]
-        states = self.states(x_prefix[:, :T], draws.z)
-        lengths = mask_prefix[:, :T].sum(-1)
-        B = x_prefix.shape[0]
-        batch = torch.arange(B, device=x_prefix.device)
-        pick = torch.distributions.Categorical(logits=draws.log_w.sum(-1).T).sample((num,))  # [num, B]
-        out = []
-        for i in range(len(states[0])):
-            per_step = stack_steps([s[i].expand(particles, B, -1) for s in states], dim=-2)  # [K, B, T+1, H]
-            out.append(per_step[:, batch, lengths][pick, batch])                             # [num, B, H]
-        return tuple(out)
 
     # -- data checks --------------------------------------------------------------------------
     def check_data(self, x: torch.Tensor, mask: torch.Tensor) -> None:

@@ -4,8 +4,8 @@ p(z_t | h_{t-1}) of sequence models (:data:`STEP_PRIORS`). Swap a model's prior 
     vae.prior = priors.Laplace(16)
     vrnn.prior = priors.StandardNormalStep(vrnn.z_dim)
 """
-from .steps import STEP_PRIORS, LearnedStepPrior, StandardNormalStep
+from .steps import STEP_PRIORS, LearnedStepPrior, StandardNormalStep, StepPrior
 from .vector import PRIORS, Laplace, MixtureOfGaussians, Prior, SpikeAndSlab, StandardNormal, StudentT
 
 __all__ = ["PRIORS", "Prior", "StandardNormal", "Laplace", "StudentT", "MixtureOfGaussians", "SpikeAndSlab",
-           "STEP_PRIORS", "LearnedStepPrior", "StandardNormalStep"]
+           "STEP_PRIORS", "StepPrior", "LearnedStepPrior", "StandardNormalStep"]

@@ -8,8 +8,6 @@ constants as buffers so that ``.to(device)`` moves them. Swap a model's prior in
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import pyro.distributions as dist
 from torch import nn
@@ -33,39 +31,14 @@ class Prior(nn.Module):
         return self.zero.expand(self.z_dim)
 
 
-class _UnitNormal(dist.Normal):
-    """Normal(0, 1) whose log_prob is -z^2/2 - log sqrt(2 pi): three ops instead of the nine
-    that the general loc/scale formula spends on constants (it runs once per training step
-    on the batch of codes, forward and backward). Everything else is ``dist.Normal``'s, so
-    analytic KLs against Normal guides still apply."""
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        lp = -0.5 * value.square() - _HALF_LOG_2PI
-        if lp.shape == self.batch_shape:  # the usual case; broadcast_shapes costs more than the math
-            return lp
-        return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
-
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
 class StandardNormal(Prior):
     """p(z) = N(0, I)."""
 
     name = "normal"
 
     def forward(self):
-        # built once per device/dtype (.to() replaces the buffer, which rebuilds it) and
-        # validation setting: the prior has no parameters, and the model asks for it every step
-        key = (self.zero, torch.distributions.Distribution._validate_args)
-        cached = self.__dict__.get("_cached")
-        if cached is None or cached[0][0] is not key[0] or cached[0][1] != key[1]:
-            zeros = self._zeros()
-            cached = (key, _UnitNormal(zeros, zeros + 1.0).to_event(1))
-            self.__dict__["_cached"] = cached
-        return cached[1]
+        zeros = self._zeros()
+        return dist.Normal(zeros, zeros + 1.0).to_event(1)
 
 
 class Laplace(Prior):

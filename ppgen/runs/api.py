@@ -1,128 +1,117 @@
 """Runs: a directory holding ``config.json``, ``checkpoint.pt``, ``metrics.json`` and figures.
 
-``train_run`` is what ``ppgen train`` does; ``load_run`` rebuilds the model and guide from a
-run directory (weights loaded safely) for ``ppgen eval``, ``sample`` and reports. Each model
-family has a small runner module registered in ``RUNNERS``. A Pyro family provides
-``load_dataset``, ``build``, ``metrics``, ``save_figures`` and ``sample`` (and optionally
-``training_split``, the data ``fit`` trains on when it is not the dataset's own train split,
-e.g. augmented), and is trained by :func:`ppgen.infer.fit` here; a family with its own
-training loop (GAN, restoration nets) provides ``train_run`` / ``load_run`` / ``eval_run`` itself, and these functions hand over.
+``train_run`` is what ``ppgen train`` does; ``open_run`` rebuilds a run's parts from its
+directory (weights loaded safely) for ``ppgen eval``, ``sample``, ``continue`` and reports.
+One code path for every family: each is a :class:`~ppgen.runs.family.Family` in
+:data:`~ppgen.runs.families.FAMILIES`, trained through the one loop.
 """
 from __future__ import annotations
 
-import importlib
-import copy
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from torch import nn
 
-from ..guides import GUIDES, check_sites
-from ..infer.fit import FitConfig
-from ..infer import fit
+from ..guides import check_sites
 from ..infer.checkpoint import load_checkpoint
 from ..nn.device import resolve_device
+from .families import family
+from .family import Family, guide_name, on_device
 from .files import read_config, read_json, start_run, write_json
 
-#: model name -> runner module (imported on first use)
-RUNNERS = {
-    "vae": "ppgen.runs.vae",
-    "sparse_vae": "ppgen.runs.vae",
-    "vrnn": "ppgen.runs.vrnn",
-    "conv_vae": "ppgen.runs.conv_vae",
-    "gan": "ppgen.runs.gan",
-    "vaegan": "ppgen.runs.vaegan",
-    "deconv": "ppgen.runs.deconv",
-}
-
-FIT_KEYS = tuple(FitConfig.__dataclass_fields__)
+#: config settings that metrics.json repeats, where the family has them
+REPORTED = ("model", "prior", "guide", "elbo", "data", "task", "adversarial_weight", "feature_weight")
 
 
-def runner(model_name: str):
-    if model_name not in RUNNERS:
-        raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(RUNNERS)}")
-    return importlib.import_module(RUNNERS[model_name])
+class Run(NamedTuple):
+    """A run directory opened: its family, trained parts (eval mode), dataset and config."""
+
+    family: Family
+    parts: dict
+    dataset: object
+    config: dict
 
 
 def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", progress: bool = True,
               iwae_k: int = 1000) -> dict:
-    """Train the model named in ``config`` on ``config["data"]``; write the run directory."""
-    out = Path(out)
-    run = runner(config["model"])
-    if hasattr(run, "train_run"):
-        return run.train_run(config, out, resume=resume, device=device, progress=progress, iwae_k=iwae_k)
-    dataset = run.load_dataset(config["data"])
-    torch.manual_seed(config.get("seed", 0))  # network initialisation is part of the seeded run
-    model, guide = run.build(config, dataset)
-    config = {**config, "prior": getattr(model.prior, "name", config.get("prior")),
-              "guide": config.get("guide") or _guide_name(guide)}
-    for key, value in getattr(run, "FIT_DEFAULTS", {}).items():  # the family's tuned settings
-        if config.get(key) is None:
-            config[key] = value
-    train = run.training_split(config, dataset) if hasattr(run, "training_split") else dataset.train
-    start_run(out, config, resume)
-    fit_cfg = {k: config[k] for k in FIT_KEYS if config.get(k) is not None}
-    hist = fit(model, guide, train, dataset.val, checkpoint=out / "checkpoint.pt", resume=resume,
-               device=device, progress=progress, **fit_cfg)
+    """Train the model named in ``config`` on ``config["data"]``; write the run directory
+    (config.json, checkpoint.pt, metrics.json, figures) and return the metrics."""
+    fam = family(config["model"])
+    config = fam.settings(config)
+    dataset = fam.load_data(config["data"])
+    torch.manual_seed(config["seed"])  # network initialisation is part of the seeded run
+    parts = fam.build(config, dataset)
+    if "prior" in config:  # the names of what was built, defaults included
+        config["prior"] = parts["model"].prior.name
+    if "guide" in config:
+        config["guide"] = config["guide"] or guide_name(parts["guide"])
+    out = start_run(out, config, resume)
+    history = fam.train(parts, dataset, config, checkpoint=out / "checkpoint.pt", resume=resume, device=device,
+                        progress=progress)
+    dev = resolve_device(device)
+    dataset = on_device(dataset, dev)
+    _eval_mode(parts)
     metrics = {
-        **run.metrics(model, guide, _to(dataset, hist.device), k=iwae_k),
-        "epochs": hist.epoch[-1] if hist.epoch else 0,
-        "best_epoch": hist.best_epoch,
-        "stopped_early": hist.stopped_early,
-        "train_seconds": round(hist.train_seconds, 3),
-        "device": hist.device,
-        **{k: config.get(k) for k in ("model", "prior", "guide", "elbo", "data")},
+        **fam.metrics(parts, dataset, config, iwae_k),
+        **{name: history[key][-1] for name, key in fam.last.items()},
+        "epochs": history["epoch"][-1] if history["epoch"] else 0,
+        "best_epoch": history.get("best_epoch", 0),
+        "stopped_early": history.get("stopped_early", False),
+        "train_seconds": round(sum(history["seconds"]), 3),
+        "device": str(dev),
+        **{k: config[k] for k in REPORTED if k in config},
     }
     write_json(out / "metrics.json", metrics)
-    run.save_figures(model, guide, _to(dataset, hist.device), out)
+    fam.figures(parts, dataset, config, out)
     return metrics
 
 
-def load_run(run_dir, device: str = "auto"):
-    """(model, guide, dataset, config) of a finished or interrupted run, weights from its
-    checkpoint (the best-validation weights when early stopping kept them)."""
+def open_run(run_dir, device: str = "auto") -> Run:
+    """The run in ``run_dir`` rebuilt: weights from its checkpoint (the best-validation
+    weights where early stopping kept them), in eval mode, with the dataset on ``device``."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    run = runner(config["model"])
-    if hasattr(run, "load_run"):
-        return run.load_run(run_dir, config, device)
-    dataset = run.load_dataset(config["data"])
-    model, guide = run.build(config, dataset)
+    fam = family(config["model"])
+    dataset = fam.load_data(config["data"])
+    parts = fam.build(config, dataset)
+    dev = resolve_device(device)
+    for part in parts.values():
+        part.to(dev)
+    if "guide" in parts:  # a Pyro pair's lazily built guide parameters must exist before loading
+        train = dataset.train if isinstance(dataset.train, tuple) else (dataset.train,)
+        check_sites(parts["model"], parts["guide"], *(t[:2].to(dev) for t in train))
     state = load_checkpoint(run_dir / "checkpoint.pt")
     weights = state["best"] if state.get("best") else state
-    dev = resolve_device(device)
-    model.to(dev), guide.to(dev)
-    # lazily built guide parameters must exist before their weights are loaded
-    train = dataset.train if isinstance(dataset.train, tuple) else (dataset.train,)
-    check_sites(model, guide, *(t[:2].to(dev) for t in train))
-    model.load_state_dict(weights["model"]), guide.load_state_dict(weights["guide"])
-    model.eval(), guide.eval()
-    return model, guide, _to(dataset, str(dev)), config
+    for name, part in parts.items():
+        part.load_state_dict(weights[name])
+    _eval_mode(parts)
+    return Run(fam, parts, on_device(dataset, dev), config)
+
+
+def load_run(run_dir, device: str = "auto"):
+    """(model, guide, dataset, config) of a finished or interrupted run (see :func:`open_run`);
+    the model is the part that draws samples (the GAN's generator), the guide None where the
+    family has none."""
+    run = open_run(run_dir, device)
+    return run.parts[run.family.sampler], run.parts.get("guide"), run.dataset, run.config
 
 
 def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000) -> dict:
-    """Recompute the run's metrics from its checkpoint and rewrite metrics.json."""
-    config = read_config(run_dir)
-    if hasattr(runner(config["model"]), "eval_run"):
-        return runner(config["model"]).eval_run(run_dir, device=device, iwae_k=iwae_k)
-    model, guide, dataset, config = load_run(run_dir, device)
+    """Recompute the run's metrics from its checkpoint and merge them into metrics.json."""
+    run = open_run(run_dir, device)
     path = Path(run_dir) / "metrics.json"
     old = read_json(path) if path.exists() else {}
-    metrics = {**old, **runner(config["model"]).metrics(model, guide, dataset, k=iwae_k), "device": str(resolve_device(device))}
+    metrics = {**old, **run.family.metrics(run.parts, run.dataset, run.config, iwae_k),
+               "device": str(resolve_device(device))}
     write_json(path, metrics)
     return metrics
 
 
-def _guide_name(guide) -> str:
-    return next((name for name, cls in GUIDES.items() if type(guide) is cls), type(guide).__name__)
+def _eval_mode(parts: dict) -> None:
+    for part in parts.values():
+        if isinstance(part, nn.Module):
+            part.eval()
 
 
-def _to(dataset, device):
-    """A shallow copy of ``dataset`` with its splits on ``device``."""
-    moved = copy.copy(dataset)
-    for split in ("train", "val", "test"):
-        value = getattr(dataset, split)
-        setattr(moved, split, tuple(t.to(device) for t in value) if isinstance(value, tuple) else value.to(device))
-    return moved
-
-
-__all__ = ["RUNNERS", "train_run", "load_run", "eval_run", "runner"]
+__all__ = ["Run", "train_run", "open_run", "load_run", "eval_run"]

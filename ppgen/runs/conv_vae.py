@@ -1,26 +1,28 @@
 """The conv VAE (and the VAE-GAN's model/guide pair) as a run: build from a config, evaluate.
 
 Trained by :func:`ppgen.infer.fit` like the MLP VAE; the dataset, figures and samples are
-the VAE runner's (:mod:`ppgen.runs.vae`)."""
+the VAE family's (:mod:`ppgen.runs.vae`)."""
 from __future__ import annotations
 
+from .. import data as data_mod
 from ..companions.sample_quality import code_mig
 from ..evaluate import evaluate
 from ..guides import GUIDES
-from ..models import MODELS
 from ..guides.amortized import conv_guide
+from ..models import MODELS
 from ..priors import PRIORS
-from .vae import _pick, load_dataset, sample, save_figures  # noqa: F401  (the runner interface)
+from .pair import pair_family
+from .vae import AMORTIZED, _pick, sample, save_figures, sparse_default_guide
 
 DEFAULTS = {"prior": None, "guide": None, "z_dim": 16, "hidden": 256, "width": 32, "likelihood": None}
-SPARSE_PRIORS = ("laplace", "spike_and_slab")
 
 
 def build(config: dict, dataset):
     """(model, guide) from a run config: ``model`` (conv_vae or vaegan), ``prior``, ``guide``
     (any amortized guide; it gets a conv encoder), ``z_dim``, ``hidden`` (the encoder's dense
     layer), ``width`` (conv channels at full resolution), ``likelihood``; for the VAE-GAN
-    also ``spectral_norm`` (of the discriminator)."""
+    also ``spectral_norm`` (of the discriminator). The default guide is the spike-and-slab
+    one under the spike-and-slab prior, the diagonal Normal otherwise."""
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
     model_cls = _pick(MODELS, config["model"], "model")
     kwargs = {"hidden": cfg["hidden"], "width": cfg["width"]}
@@ -31,19 +33,17 @@ def build(config: dict, dataset):
     if cfg.get("spectral_norm"):
         kwargs["spectral_norm"] = True
     model = model_cls.for_data(dataset, cfg["z_dim"], **kwargs)
-    guide_name = cfg["guide"] or default_guide(model)
+    guide_name = cfg["guide"] or sparse_default_guide(model)
     return model, conv_guide(_pick(GUIDES, guide_name, "guide"), model)
-
-
-def default_guide(model) -> str:
-    """The spike-and-slab guide for the spike-and-slab prior (the pairing with finite KL from
-    exact zeros); the diagonal Normal otherwise."""
-    return "spike_and_slab" if model.prior.name == "spike_and_slab" else "diag_normal"
 
 
 def metrics(model, guide, dataset, k: int = 1000) -> dict:
     """Test ELBO, IWAE log p(x) and active units; code sparsity under a sparse prior; MIG of
     the posterior means against the ground-truth factors where the data have them (sprites)."""
-    out = evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.name in SPARSE_PRIORS)
+    out = evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.sparse)
     mig = code_mig(guide, dataset)
     return {**out, **({"mig": mig} if mig is not None else {})}
+
+
+CONV_VAE = pair_family("conv_vae", defaults=DEFAULTS, load_data=data_mod.load, build=build, metrics=metrics,
+                       figures=save_figures, sample=sample, priors=PRIORS, guides=AMORTIZED)

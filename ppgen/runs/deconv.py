@@ -4,18 +4,19 @@ and SSIM on the test split against the task's fixed baselines (nearest and bicub
 upsampling; the noisy input and a 3x3 box filter)."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .. import data as data_mod
+from ..companions.deconv import TASKS, RestorationConfig, degrade, evaluate_restoration, train_restoration
 from ..companions.sample_quality import unit_images
-from ..companions.deconv import TASKS, degrade, evaluate_restoration, train_restoration
-from ..nn.device import resolve_device
 from ..figures.images import show_images
-from .files import family_config, load_state, start_run, update_metrics
+from .family import Family
 
-DEFAULTS = {"task": "sr2", "width": 64, "epochs": 10, "batch_size": 64, "lr": 1e-3, "seed": 0}
+#: train_restoration's settings and the net's width
+DEFAULTS = {**{k: v for k, v in asdict(RestorationConfig()).items() if k != "image_shape"}, "width": 64}
 SSIM_WINDOW = 11  # ppgen.companions.quality.ssim's default Gaussian window
 
 
@@ -28,58 +29,25 @@ def load_dataset(spec: str):
     return dataset
 
 
-def build(config: dict, image_shape):
+def build(config: dict, dataset) -> dict:
     if config["task"] not in TASKS:
         raise ValueError(f"unknown restoration task {config['task']!r}; choose one of: {', '.join(TASKS)}")
-    torch.manual_seed(config["seed"])
-    return TASKS[config["task"]].make_model(channels=image_shape[0], width=config["width"])
+    return {"model": TASKS[config["task"]].make_model(channels=dataset.image_shape[0], width=config["width"])}
 
 
-def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", progress: bool = True,
-              iwae_k: int = 1000) -> dict:
-    """Train, then write metrics.json (PSNR/SSIM of the net and the baselines on the test
-    split, dB gain over the best baseline, time) and samples.png (before/after)."""
-    cfg = family_config(config, DEFAULTS)
-    dataset = load_dataset(cfg["data"])
-    net = build(cfg, dataset.image_shape)
-    out = start_run(out, cfg, resume)
-    result = train_restoration(unit_images(dataset, "train"), dataset.image_shape, cfg["task"], model=net,
-                               epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"], device=device,
-                               seed=cfg["seed"], checkpoint=out / "checkpoint.pt", resume=resume, progress=progress)
-    hist = result["history"]
-    metrics = {**scores(result["model"], dataset, cfg["task"]), "final_train_mse": hist["loss"][-1],
-               "epochs": hist["epoch"][-1], "train_seconds": round(sum(hist["seconds"]), 3),
-               "device": str(resolve_device(device)), "model": "deconv", "task": cfg["task"], "data": cfg["data"]}
-    update_metrics(out, metrics)
-    save_figures(result["model"], dataset, cfg["task"], out)
-    return metrics
+def train(parts, dataset, config, **loop) -> dict:
+    settings = {k: config[k] for k in DEFAULTS if k not in ("task", "width")}
+    return train_restoration(unit_images(dataset, "train"), dataset.image_shape, config["task"], model=parts["model"],
+                             **loop, **settings)["history"]
 
 
-def scores(net, dataset, task: str) -> dict:
-    """``psnr_<method>`` (dB) and ``ssim_<method>`` for the net and each baseline, and
-    ``psnr_gain_db``: the net's PSNR minus the best baseline's."""
-    result = evaluate_restoration(net, unit_images(dataset, "test"), dataset.image_shape, task)
+def scores(parts, dataset, config, k=None) -> dict:
+    """``psnr_<method>`` (dB) and ``ssim_<method>`` for the net and each baseline on the test
+    split, and ``psnr_gain_db``: the net's PSNR minus the best baseline's."""
+    result = evaluate_restoration(parts["model"], unit_images(dataset, "test"), dataset.image_shape, config["task"])
     flat = {f"{metric}_{method}": v[metric] for method, v in result.items() for metric in ("psnr", "ssim")}
     best = max(v["psnr"] for method, v in result.items() if method != "net")
     return {**flat, "psnr_gain_db": result["net"]["psnr"] - best}
-
-
-def load_run(run_dir, config: dict, device: str = "auto"):
-    """(net in eval mode, None, dataset, config)."""
-    cfg = family_config(config, DEFAULTS)
-    dataset = load_dataset(cfg["data"])
-    net = build(cfg, dataset.image_shape)
-    net.load_state_dict(load_state(run_dir)["model"])
-    net.task = cfg["task"]  # what ``sample`` degrades test images with
-    return net.to(resolve_device(device)).eval(), None, dataset, config
-
-
-def eval_run(run_dir, *, device: str = "auto", iwae_k: int = 1000) -> dict:
-    from .files import read_json
-
-    config = read_json(Path(run_dir) / "config.json")
-    net, _, dataset, config = load_run(run_dir, config, device)
-    return update_metrics(run_dir, {**scores(net, dataset, config["task"]), "device": str(resolve_device(device))})
 
 
 @torch.no_grad()
@@ -95,14 +63,17 @@ def before_after(net, dataset, task: str, n: int = 16, seed: int = 0) -> dict:
     return {name: x.clamp(0, 1).flatten(1) for name, x in panels.items()}
 
 
-def save_figures(net, dataset, task: str, run_dir) -> Path:
+def save_figures(parts, dataset, config, run_dir) -> Path:
     path = Path(run_dir) / "samples.png"
-    show_images(before_after(net, dataset, task), dataset.image_shape, path=path)
+    show_images(before_after(parts["model"], dataset, config["task"]), dataset.image_shape, path=path)
     return path
 
 
-def sample(model, n: int, out_path, dataset, length=None) -> Path:
-    """A restoration net draws no samples: ``ppgen sample`` shows ``n`` test images restored
-    (``model.task`` is set by :func:`load_run`)."""
-    show_images(before_after(model, dataset, model.task, n), dataset.image_shape, path=out_path)
-    return Path(out_path)
+def sample(parts, n: int, out_path, dataset, config, length=None) -> list[Path]:
+    """A restoration net draws no samples: ``ppgen sample`` shows ``n`` test images restored."""
+    show_images(before_after(parts["model"], dataset, config["task"], n), dataset.image_shape, path=out_path)
+    return [Path(out_path)]
+
+
+DECONV = Family("deconv", DEFAULTS, load_data=load_dataset, build=build, train=train, metrics=scores,
+                figures=save_figures, sample=sample, last={"final_train_mse": "loss"})

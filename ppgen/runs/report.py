@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..diagnostics.report import IMPORTANCE_DRAWS, Report, diagnose, write_report
 from ..infer.checkpoint import load_checkpoint
+from ..models import VAE
 from .api import load_run
 from .files import read_json
 
@@ -24,10 +25,18 @@ def report(run_dir, *, num_samples: int | None = None, importance_samples: int =
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     test = _first(dataset.test, max_obs)
     ctx = diagnose(model, guide, test, num_samples=num_samples, importance_samples=importance_samples,
-                   history=history, seed=seed, attrs={"run_dir": str(run_dir), "config": json.dumps(config)})
+                   history=history, seed=seed, attrs={"run_dir": str(run_dir), "config": json.dumps(config)},
+                   decode_mean=decode_mean(model))
     ctx.update(dataset=dataset, config=config, metrics=metrics)
     title = f"ppgen report: {config.get('model', type(model).__name__)} on {config.get('data', dataset.name)}"
     return write_report(ctx, run_dir, title, subtitle=str(run_dir), started=start)
+
+
+def decode_mean(model):
+    """z -> mean of p(x | z) for the VAE family (its decoder and likelihood); None for others."""
+    if not isinstance(model, VAE):
+        return None
+    return lambda z: model.likelihood.mean(model.decoder(z))
 
 
 def _first(data, n: int | None):

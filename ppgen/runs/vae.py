@@ -1,4 +1,4 @@
-"""The VAE family (vae, sparse_vae) as a run: build from a config, evaluate, draw figures."""
+"""The VAE family (vae, sparse_vae) as runs: build from a config, evaluate, draw figures."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,23 +7,23 @@ import torch
 
 from .. import data as data_mod
 from ..evaluate import evaluate
-from ..guides import GUIDES
-from ..models import MODELS, SparseVAE
 from ..figures.images import show_images
+from ..guides import GUIDES, AmortizedGuide
+from ..models import MODELS
 from ..priors import PRIORS
-
-#: fit settings tuned on digits (benchmarks/digits_vae.py, BENCHMARKS.md); a CLI flag overrides them
-FIT_DEFAULTS = {"epochs": 1000, "patience": 100, "weight_decay": 0.03}
+from .pair import pair_family
 
 DEFAULTS = {"prior": None, "guide": None, "z_dim": 16, "hidden": 256, "likelihood": None}
+#: fit settings tuned on digits (benchmarks/digits_vae.py, BENCHMARKS.md); a CLI flag overrides them
+FIT_DEFAULTS = {"epochs": 1000, "patience": 100, "weight_decay": 0.03}
+#: the guides that take an encoder of x: every amortized one
+AMORTIZED = tuple(name for name, cls in GUIDES.items() if issubclass(cls, AmortizedGuide))
+SPARSE = tuple(name for name, cls in PRIORS.items() if cls.sparse)
 
 
-def load_dataset(spec: str):
-    return data_mod.load(spec)
-
-
-def build(config: dict, dataset):
-    """(model, guide) from a run config: registry names plus sizes."""
+def build(config: dict, dataset, default_guide=lambda model: "diag_normal"):
+    """(model, guide) from a run config: registry names plus sizes; ``default_guide(model)``
+    names the guide when the config does not."""
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
     model_cls = _pick(MODELS, config["model"], "model")
     kwargs = {"hidden": cfg["hidden"]}
@@ -37,16 +37,15 @@ def build(config: dict, dataset):
     return model, guide
 
 
-def default_guide(model) -> str:
-    return "spike_and_slab" if model.prior.name == "spike_and_slab" and isinstance(model, SparseVAE) else "diag_normal"
-
-
-def fit_data(dataset):
-    return dataset.train, dataset.val
+def sparse_default_guide(model) -> str:
+    """The spike-and-slab guide for the spike-and-slab prior (the pairing with finite KL from
+    exact zeros); the diagonal Normal otherwise."""
+    return "spike_and_slab" if model.prior.name == "spike_and_slab" else "diag_normal"
 
 
 def metrics(model, guide, dataset, k: int = 1000) -> dict:
-    return evaluate(model, guide, dataset.test, k=k, sparsity=isinstance(model, SparseVAE))
+    """Test ELBO, IWAE log p(x) and active units; code sparsity under a sparse prior."""
+    return evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.sparse)
 
 
 @torch.no_grad()
@@ -55,21 +54,25 @@ def save_figures(model, guide, dataset, run_dir) -> Path:
     and samples from the model."""
     path = Path(run_dir) / "samples.png"
     x = dataset.test[:32].to(next(model.parameters()).device)
-    z = guide.posterior(x).rsample() if hasattr(guide, "posterior") else None
-    panels = {"data": x}
-    if z is not None:
-        panels["reconstructions"] = model.likelihood.mean(model.decoder(z))
-    panels["samples"] = model.sample(32)
+    z = guide.posterior(x).rsample()
+    panels = {"data": x, "reconstructions": model.likelihood.mean(model.decoder(z)), "samples": model.sample(32)}
     show_images(panels, dataset.image_shape or (1, 1, dataset.x_dim), path=path)
     return path
 
 
-def sample(model, n: int, out_path, *, dataset, length=None) -> Path:
+def sample(model, n: int, out_path, dataset, length=None) -> list[Path]:
     show_images({"samples": model.sample(n)}, dataset.image_shape or (1, 1, dataset.x_dim), path=out_path)
-    return Path(out_path)
+    return [Path(out_path)]
 
 
 def _pick(registry: dict, name: str, what: str):
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(registry)}")
     return registry[name]
+
+
+VAE = pair_family("vae", defaults=DEFAULTS, fit_defaults=FIT_DEFAULTS, load_data=data_mod.load, build=build,
+                  metrics=metrics, figures=save_figures, sample=sample, priors=PRIORS, guides=AMORTIZED)
+SPARSE_VAE = pair_family("sparse_vae", defaults=DEFAULTS, fit_defaults=FIT_DEFAULTS, load_data=data_mod.load,
+                         build=lambda config, dataset: build(config, dataset, sparse_default_guide),
+                         metrics=metrics, figures=save_figures, sample=sample, priors=SPARSE, guides=AMORTIZED)

@@ -7,12 +7,13 @@ import torch
 
 from .. import data as data_mod
 from ..data.polyphonic import KEYS, SequenceDataset, transposed
-from ..evaluate.sequences import continuation_log_likelihood, sequence_metrics, elbo_per_frame
+from ..evaluate.sequences import continuation_log_likelihood, continue_sequences, sequence_metrics, elbo_per_frame
 from ..guides import GUIDES
 from ..models.vrnn import VRNN
 from ..priors import STEP_PRIORS
 from ..figures.piano_rolls import plot_continuations, plot_piano_rolls
 from ..data.midi import write_midi
+from .pair import pair_family
 
 DEFAULTS = {"z_dim": 16, "hidden": 128, "rnn": "gru", "prior": "learned", "guide": "vrnn_smoothing",
             "likelihood": None, "dropout": 0.0}
@@ -102,7 +103,7 @@ def continue_run(model, guide, dataset, prefix_frames: int, steps: int, num: int
             raise ValueError(f"no test sequence is longer than {prefix_frames} frames")
         piece = int(candidates[0])
     xp, mp = x[piece:piece + 1, :prefix_frames], mask[piece:piece + 1, :prefix_frames]
-    conts = model.continue_sequences(guide, xp, mp, steps, num_continuations=num)[:, 0].cpu()
+    conts = continue_sequences(model, guide, xp, mp, steps, num_continuations=num)[:, 0].cpu()
     truth = x[piece, prefix_frames:prefix_frames + steps][mask[piece, prefix_frames:prefix_frames + steps]].cpu()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,3 +117,14 @@ def continue_run(model, guide, dataset, prefix_frames: int, steps: int, num: int
         result["continuation_log_lik_per_frame_nats"] = continuation_log_likelihood(
             model, guide, x, mask, prefix_frames, steps, k=k)
     return result
+
+
+def sample_files(model, n: int, out_path, dataset=None, length: int | None = None) -> list[Path]:
+    """:func:`sample`'s figure and MIDI files."""
+    result = sample(model, n, out_path, dataset=dataset, length=length)
+    return [result["figure"], *result["midi"]]
+
+
+VRNN_FAMILY = pair_family("vrnn", defaults={**DEFAULTS, "transpose": 0}, load_data=load_dataset, build=build,
+                          metrics=metrics, figures=save_figures, sample=sample_files, priors=STEP_PRIORS,
+                          guides=VRNN_GUIDES, training_split=training_split, continue_run=continue_run)

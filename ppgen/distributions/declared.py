@@ -1,0 +1,91 @@
+"""What a distribution can declare about itself beyond torch's interface, for diagnostics:
+
+* its **mask**: where its log-density counts (True) and where it is 0 by construction
+  (padded sequence steps);
+* its **per-dimension marginals**: for a vector distribution (event dim 1), the log-density
+  of each coordinate on its own, ``[..., D]`` (what a KL per latent dimension needs).
+
+:func:`declared_mask` and :func:`marginal_log_prob` read them from any distribution. Standard
+torch/Pyro types are handled by registries keyed by their class; a ppgen distribution
+declares them by subclassing :class:`DeclaresMask` or :class:`HasMarginals`, so diagnostics
+never name a family.
+"""
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+
+
+class DeclaresMask:
+    """A distribution whose log-density is 0 where :attr:`declared_mask` is False."""
+
+    @property
+    def declared_mask(self) -> torch.Tensor:
+        """A bool tensor broadcastable to the batch shape: True where the log-density counts."""
+        raise NotImplementedError
+
+
+class HasMarginals:
+    """A vector distribution (event dim 1) that can score each coordinate on its own."""
+
+    def marginal_log_prob(self, value: torch.Tensor) -> torch.Tensor | None:
+        """log p(value_d) of each coordinate d under its marginal: ``[..., D]`` for ``value
+        [..., D]``; None where no cheap exact marginal exists."""
+        raise NotImplementedError
+
+
+def _independent_marginals(d, v):
+    return d.base_dist.log_prob(v) if d.reinterpreted_batch_ndims == 1 and d.base_dist.event_dim == 0 else None
+
+
+def _gaussian_marginals(d, v):
+    return dist.Normal(d.mean, d.variance.sqrt()).log_prob(v)
+
+
+def _mixture_marginals(d, v):
+    comp = d.component_distribution
+    if not (isinstance(comp, dist.Independent) and comp.base_dist.event_dim == 0):
+        return None
+    log_mix = d.mixture_distribution.logits.log_softmax(-1)[..., None]  # [..., K, 1]
+    return torch.logsumexp(comp.base_dist.log_prob(v.unsqueeze(-2)) + log_mix, dim=-2)
+
+
+#: per-dimension marginal log-densities of standard vector distributions, where cheap and exact
+MARGINALS = {
+    dist.Independent: _independent_marginals,
+    dist.MultivariateNormal: _gaussian_marginals,
+    dist.LowRankMultivariateNormal: _gaussian_marginals,
+    dist.MixtureSameFamily: _mixture_marginals,
+}
+
+#: masks carried by standard distributions
+MASKS = {
+    dist.MaskedDistribution: lambda d: d._mask,
+}
+
+
+def marginal_log_prob(d, value: torch.Tensor) -> torch.Tensor | None:
+    """Per-coordinate marginal log-densities ``[..., D]`` of a vector distribution ``d`` at
+    ``value``, or None where they are not available (not a vector, or no exact marginals)."""
+    if d.event_dim != 1:
+        return None
+    if isinstance(d, HasMarginals):
+        return d.marginal_log_prob(value)
+    for cls, marginals in MARGINALS.items():
+        if isinstance(d, cls):
+            return marginals(d, value)
+    return None
+
+
+def declared_mask(d) -> torch.Tensor | None:
+    """The mask a distribution carries itself (None if it carries none)."""
+    if isinstance(d, DeclaresMask):
+        return d.declared_mask
+    for cls, mask in MASKS.items():
+        if isinstance(d, cls):
+            m = mask(d)
+            return m if isinstance(m, torch.Tensor) else None
+    return None
+
+
+__all__ = ["DeclaresMask", "HasMarginals", "marginal_log_prob", "declared_mask", "MARGINALS", "MASKS"]

@@ -1,0 +1,109 @@
+"""The health of the latent code, one set of metrics for every caller (:func:`ppgen.evaluate`
+and the diagnostics report alike).
+
+Array-level metrics take draws ``z [S, *obs, D]`` from q(z | x) (S draws first, as every
+draw tensor in ppgen; ``*obs`` the datapoints, and steps for sequence latents; NaN marks
+padded steps and is ignored):
+
+* :func:`latent_activity`: Cov_x(E_q[z | x]) per latent dim (Burda et al., 2016); a
+  collapsed dimension copies the prior whatever x is and scores ~0;
+* :func:`active_units`: how many dims have activity above a threshold (0.01);
+* :func:`code_sparsity`: the share of code entries with |z| <= threshold (exact zeros for
+  spike-and-slab codes).
+
+Guide-level helpers draw from a guide: :func:`sample_latents`, :func:`posterior_mean` (exact
+where the site's distribution has a mean) and :func:`guide_activity`.
+"""
+from __future__ import annotations
+
+import pyro
+import torch
+
+from ..infer.importance import guide_draws
+from ..nn import eval_mode
+from ..priors import Prior
+
+
+def latent_activity(draws: torch.Tensor | None = None, *, means: torch.Tensor | None = None) -> torch.Tensor:
+    """Cov_x(E_q[z | x]) per latent dim: ``[D]``.
+
+    With the exact posterior means ``means [*obs, D]`` (where q has them), their variance
+    across data. Otherwise from ``draws [S, *obs, D]``: the variance across data of the
+    per-datapoint draw means, less the part that their Monte Carlo noise adds (the mean
+    within-datapoint variance / S), so S draws of a collapsed dimension do not look active."""
+    if means is not None:
+        return _nanvar(means.reshape(-1, means.shape[-1]))
+    if draws is None:
+        raise ValueError("give the draws [S, *obs, D] or the exact means [*obs, D]")
+    s = draws.shape[0]
+    flat = draws.reshape(s, -1, draws.shape[-1])  # [S, obs, D]
+    noise = _nanvar(flat).nanmean(0) / s
+    return _nanvar(flat.nanmean(0)) - noise
+
+
+def active_units(activity: torch.Tensor, threshold: float = 0.01) -> int:
+    """Number of latent dims with activity > ``threshold`` (collapsed dims copy the prior)."""
+    return int((activity > threshold).sum())
+
+
+def code_sparsity(draws: torch.Tensor, threshold: float = 1e-2) -> float:
+    """Share of drawn code entries with |z| <= ``threshold`` (NaN entries, padding, left out)."""
+    z = draws.abs()
+    z = z[~torch.isnan(z)]
+    return float((z <= threshold).double().mean())
+
+
+def has_sparse_prior(model) -> bool:
+    """The one rule for "report code sparsity": the model's prior is a ppgen
+    :class:`~ppgen.priors.Prior` whose class says it makes sparse codes (``Prior.sparse``)."""
+    prior = getattr(model, "prior", None)  # any Pyro program may be evaluated; only ppgen priors declare this
+    return isinstance(prior, Prior) and prior.sparse
+
+
+@torch.no_grad()
+def sample_latents(guide, *args, site: str = "z", num_samples: int = 1) -> torch.Tensor:
+    """``num_samples`` draws of latent ``site`` from the guide run on ``args``:
+    ``[S, N, ...]``, vectorized (one guide run, the draws in a plate left of the data plate)."""
+    with pyro.validation_enabled(False), eval_mode(guide):
+        return guide_draws(guide, *args, num_particles=num_samples)[site]["value"]
+
+
+@torch.no_grad()
+def posterior_mean(guide, *args, site: str = "z", num_samples: int = 32) -> torch.Tensor:
+    """E_q[z | x] per datapoint ``[N, ...]``: the mean of the site's distribution where it has
+    one in closed form, otherwise the mean of ``num_samples`` draws."""
+    mean = _exact_mean(guide, args, site)
+    return mean if mean is not None else sample_latents(guide, *args, site=site, num_samples=num_samples).mean(0)
+
+
+@torch.no_grad()
+def guide_activity(guide, *args, site: str = "z", num_samples: int = 32) -> torch.Tensor:
+    """:func:`latent_activity` of the guide's site on ``args``: from the exact posterior means
+    where q has them, otherwise from ``num_samples`` draws per datapoint."""
+    mean = _exact_mean(guide, args, site)
+    if mean is not None:
+        return latent_activity(means=mean)
+    return latent_activity(sample_latents(guide, *args, site=site, num_samples=num_samples))
+
+
+def _exact_mean(guide, args, site) -> torch.Tensor | None:
+    """The mean of q's distribution at ``site`` for one guide run, or None where torch has no
+    closed form (a flow's ``TransformedDistribution`` raises ``NotImplementedError``)."""
+    with pyro.validation_enabled(False), eval_mode(guide):
+        fn = guide_draws(guide, *args, num_particles=None)[site]["fn"]
+        try:
+            return fn.mean
+        except NotImplementedError:
+            return None
+
+
+def _nanvar(t: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance over dim 0, ignoring NaN (NaN where fewer than 2 values remain)."""
+    n = (~torch.isnan(t)).sum(0)
+    centred = t - t.nanmean(0, keepdim=True)
+    var = torch.nansum(centred.square(), 0) / (n - 1).clamp(min=1)
+    return torch.where(n > 1, var, torch.nan)
+
+
+__all__ = ["latent_activity", "active_units", "code_sparsity", "sample_latents", "posterior_mean", "guide_activity",
+           "has_sparse_prior"]

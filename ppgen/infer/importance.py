@@ -1,0 +1,133 @@
+"""Importance sampling with the guide as proposal: K draws z_k ~ q(z | x), the model replayed
+on each, and the log-weights
+
+    log w_k = log p(x, z_k) - log q(z_k | x).
+
+Every importance weight in ppgen comes from :func:`importance_sample`: the IWAE objective,
+the held-out bounds of :mod:`ppgen.evaluate`, the per-step weights of sequence models, and
+the diagnostics' k-hat, InferenceData and KL.
+
+One axis convention, Pyro's for vectorized particles: draws first. The K draws are a plate
+at ``particle_dim`` (-2 by default, just left of the data plate), so every per-datapoint
+tensor here is ``[K, N]``. The data plate is not named by convention but found: it is the
+plate at dim -1, the innermost. (ArviZ wants draws last; transpose only where it is called.)
+"""
+from __future__ import annotations
+
+import pyro
+import torch
+
+from .record import run_guide, run_pair, sample_sites, site_log_prob
+
+PARTICLES = "_particles"  # the plate that vectorizes the draws
+
+
+class ImportanceSample:
+    """K vectorized draws z ~ q(z | x) and the model replayed on them.
+
+    ``model_sites`` and ``guide_sites`` map site names to Pyro messages (``value``, ``fn``,
+    ``is_observed``, ``infer``, ``scale``, ``mask``, ``cond_indep_stack``; plate subsample
+    sites left out). ``particle_dim`` is the batch dim of the draws, None for a single draw
+    without a plate.
+    """
+
+    def __init__(self, model_sites: dict, guide_sites: dict, num_particles: int | None, particle_dim: int | None):
+        self.model_sites, self.guide_sites = model_sites, guide_sites
+        self.num_particles, self.particle_dim = num_particles, particle_dim
+        self._log_probs: dict = {}
+
+    def log_prob(self, msg) -> torch.Tensor:
+        """The site's log-density, scaled and masked (computed once per site)."""
+        key = id(msg)
+        if key not in self._log_probs:
+            self._log_probs[key] = site_log_prob(msg)
+        return self._log_probs[key]
+
+    @property
+    def data_plate(self) -> str | None:
+        """The name of the plate at dim -1 (the data plate), None if no site is in one."""
+        for msg in (*self.model_sites.values(), *self.guide_sites.values()):
+            for f in msg["cond_indep_stack"]:
+                if f.vectorized and f.dim == -1 and f.name != PARTICLES:
+                    return f.name
+        return None
+
+    def site_terms(self) -> dict:
+        """Each site's share of log w per draw and datapoint, ``{name: [K, N]}``: log p for
+        observed sites, log p - log q for latent sites, -log q for sites only the guide has
+        (auxiliary). Each log-density is summed over every dim but the draws' and the data
+        plate's (masks and scales applied, so padded sequence steps add 0); the shares sum to
+        :meth:`log_weights`. A latent outside the data plate (a global latent) has no
+        per-datapoint share and raises ``ValueError``."""
+        terms = {}
+        for sites, sign in ((self.model_sites, 1.0), (self.guide_sites, -1.0)):
+            for name, msg in sites.items():
+                term = sign * self._per_datapoint(name, msg)
+                terms[name] = terms[name] + term if name in terms else term
+        return terms
+
+    def log_weights(self) -> torch.Tensor:
+        """log w[k, n] = log p(x_n, z_kn) - log q(z_kn | x_n): ``[K, N]``."""
+        return sum(self.site_terms().values())
+
+    def log_density(self, sites: dict) -> torch.Tensor:
+        """The sum of ``sites``' log-densities per draw: ``[K]`` (a scalar without particles).
+        ``log_density(model_sites) - log_density(guide_sites)`` is the joint log-weight of a
+        draw, the one that global latents have."""
+        total = 0.0
+        for msg in sites.values():
+            lp = self.log_prob(msg)
+            if self.particle_dim is None:
+                total = total + lp.sum()
+                continue
+            lp = lp.reshape((1,) * max(0, -self.particle_dim - lp.dim()) + lp.shape)
+            keep = lp.dim() + self.particle_dim
+            total = total + lp.sum([d for d in range(lp.dim()) if d != keep]).expand(self.num_particles)
+        return torch.as_tensor(total)
+
+    def _per_datapoint(self, name, msg) -> torch.Tensor:
+        if self.particle_dim is None:
+            raise ValueError("per-datapoint weights need the draws in a plate (num_particles)")
+        dims = {f.dim for f in msg["cond_indep_stack"] if f.vectorized and f.name != PARTICLES}
+        if -1 not in dims:
+            raise ValueError(
+                f"site {name!r} is outside the data plate (no plate at dim -1: a global latent): per-datapoint "
+                "importance weights are not defined; use ppgen.diagnostics for models with global latents")
+        lp = self.log_prob(msg)
+        lp = lp.reshape((1,) * max(0, -self.particle_dim - lp.dim()) + lp.shape)
+        particle = lp.dim() + self.particle_dim
+        summed = [d for d in range(lp.dim() - 1) if d != particle]  # other plates, dims left of the draws
+        if summed:
+            lp = lp.sum(summed)
+        return lp.expand(self.num_particles, -1)
+
+
+def importance_sample(model, guide, *args, num_particles: int | None = 1, particle_dim: int = -2,
+                      detach_guide: bool = False) -> ImportanceSample:
+    """Draw ``num_particles`` z ~ q(z | args) from ``guide`` (vectorized in a plate at
+    ``particle_dim``, which must be left of every plate of the model and guide; None: one
+    draw, no plate) and replay ``model`` on them. Runs under whatever gradient and validation
+    settings the caller has; ``detach_guide`` cuts the draws from the guide's graph."""
+    particles = None if num_particles is None else pyro.plate(PARTICLES, num_particles, dim=particle_dim)
+    model_sites, guide_sites = run_pair(model, guide, args, particles, detach_guide)
+    return ImportanceSample(dict(model_sites), dict(guide_sites), num_particles,
+                            None if num_particles is None else particle_dim)
+
+
+def log_importance_weights(model, guide, *args, num_particles: int = 1, detach_guide: bool = False) -> torch.Tensor:
+    """log w[k, n] = log p(x_n, z_kn) - log q(z_kn | x_n) for K vectorized draws z_k ~ q:
+    ``[K, N]``, N the size of the data plate (the plate at dim -1). Raises ``ValueError``
+    for a latent outside the data plate (a global latent)."""
+    with pyro.validation_enabled(False):
+        return importance_sample(model, guide, *args, num_particles=num_particles,
+                                 detach_guide=detach_guide).log_weights()
+
+
+def guide_draws(guide, *args, num_particles: int | None = 1, particle_dim: int = -2) -> dict:
+    """The guide's sites for ``num_particles`` vectorized draws (the proposal half of
+    :func:`importance_sample`): ``{name: msg}``; each latent's ``value`` is ``[K, N, ...]``."""
+    particles = None if num_particles is None else pyro.plate(PARTICLES, num_particles, dim=particle_dim)
+    return dict(sample_sites(run_guide(guide, args, particles)))
+
+
+__all__ = ["PARTICLES", "ImportanceSample", "importance_sample", "log_importance_weights", "guide_draws"]
