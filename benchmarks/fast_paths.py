@@ -4,10 +4,9 @@ Two SVI steps as fit() takes them (ppgen's TraceELBO / B, backward, fit's Adam, 
 
 * the digits VAE (the default model and diagonal-Normal guide of benchmarks/vae_overhead.py:
   17-level categorical likelihood, z 16, MLP 256, batch 128), with each of its speed-ups
-  turned off in turn: ``reparam_normal`` (the guide's log_prob of its own draw) and
-  ``log_softmax_categorical`` (the likelihood). Two more, a N(0, I) prior with a shorter
-  log_prob and a cache of that prior's distribution keyed on the private validation flag,
-  measured 0.7 % together and were removed (BENCHMARKS.md);
+  turned off in turn: ``unit_normal_prior`` (the N(0, I) prior's shorter log_prob, its
+  distribution cached per device and validation setting), ``reparam_normal`` (the guide's
+  log_prob of its own draw) and ``log_softmax_categorical`` (the likelihood);
 * the VRNN of benchmarks/vrnn_overhead.py (batch 20, 64 frames, 88 keys, filtering guide),
   with ``state_reuse`` (the model reusing the guide's h_t, guarded by ``Tensor._version``)
   off, and ``subsample_type_check`` *on* (the private ``_Subsample`` type test that the lean
@@ -40,6 +39,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 import ppgen.guides.amortized as amortized
 import ppgen.infer.record as record
 import ppgen.likelihoods as likelihoods
+import ppgen.priors.vector as vector
 from ppgen.data import load
 from ppgen.distributions.fast import LogSoftmaxCategorical, ReparamNormal
 from ppgen.guides import DiagonalNormalGuide, FilteringGuide
@@ -62,7 +62,13 @@ def _private_sample_sites(rec):
     return [(name, msg) for name, msg in rec.sites.items() if type(msg["fn"]) is not _Subsample]
 
 
+def _plain_standard_normal(self):
+    zeros = self._zeros()
+    return dist.Normal(zeros, zeros + 1.0).to_event(1)
+
+
 OFF = {  # speed-up: the patch that replaces it by the plain version
+    "unit_normal_prior": lambda: mock.patch.object(vector.StandardNormal, "forward", _plain_standard_normal),
     "reparam_normal": lambda: mock.patch.object(amortized, "ReparamNormal", dist.Normal),
     "log_softmax_categorical": lambda: mock.patch.object(likelihoods, "LogSoftmaxCategorical", _plain_categorical),
     "state_reuse": lambda: mock.patch.object(GuideStates, "take", _no_reuse),
@@ -172,7 +178,7 @@ def vrnn_step():
     return sgd_step(lambda: elbo(with_beta(model, 1.0), with_beta(guide, 1.0), x, mask) / x.shape[0], optimizer)
 
 
-VAE_SPEEDUPS = ("reparam_normal", "log_softmax_categorical")
+VAE_SPEEDUPS = ("unit_normal_prior", "reparam_normal", "log_softmax_categorical")
 
 
 @contextlib.contextmanager

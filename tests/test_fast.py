@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.distributions.utils as tdu
 
-from ppgen.distributions.fast import LogSoftmaxCategorical, ReparamNormal, unchanged_since, version_stamp
+from ppgen.distributions.fast import (LogSoftmaxCategorical, ReparamNormal, UnitNormal, unchanged_since,
+                                     validation_default, version_stamp)
 from ppgen.infer.record import Record, sample_sites
 
 
@@ -135,3 +136,23 @@ def test_version_stamp_sees_in_place_changes_and_other_tensors():
     assert not unchanged_since(stamp, (a,))
     a.add_(1.0)
     assert not unchanged_since(stamp, (a, b))
+
+
+def test_pin_validation_default_is_what_pyro_sets():
+    """validation_default() reads the class default Distribution._validate_args that Pyro's
+    validation switch sets; StandardNormal's cached UnitNormal is keyed on it."""
+    for flag in (True, False):
+        with pyro.validation_enabled(flag):
+            assert torch.distributions.Distribution._validate_args is flag
+            assert validation_default() is flag
+
+
+def test_unit_normal_matches_normal_in_value_and_gradient():
+    z = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    zeros = torch.zeros(3, dtype=torch.float64)
+    fast, plain = UnitNormal(zeros, zeros + 1.0), dist.Normal(zeros, zeros + 1.0)
+    torch.testing.assert_close(fast.log_prob(z), plain.log_prob(z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads(fast.log_prob(z), z)[0], grads(plain.log_prob(z), z)[0])
+    torch.testing.assert_close(fast.expand([2, 3]).log_prob(z[:1]), plain.expand([2, 3]).log_prob(z[:1]))
+    torch.testing.assert_close(torch.distributions.kl_divergence(dist.Normal(z.detach(), 2.0), fast),
+                               torch.distributions.kl_divergence(dist.Normal(z.detach(), 2.0), plain))

@@ -321,8 +321,11 @@ def test_standard_normal_prior_matches_normal_and_follows_dtype():
     torch.testing.assert_close(prior().expand([4, 2]).log_prob(z[:1]), ref.expand([4, 2]).log_prob(z[:1]))  # broadcasts
     torch.testing.assert_close(torch.autograd.grad(prior().log_prob(z).sum(), z)[0],
                                torch.autograd.grad(ref.log_prob(z).sum(), z)[0])
+    assert prior() is prior()  # built once
+    with pyro.validation_enabled(not torch.distributions.Distribution._validate_args):
+        assert prior()._validate_args is torch.distributions.Distribution._validate_args  # rebuilt
     prior.float()
-    assert prior().mean.dtype == torch.float32  # follows .to()
+    assert prior().mean.dtype == torch.float32  # rebuilt when .to() replaced the buffer
     q = dist.Normal(torch.randn(Z_DIM), torch.rand(Z_DIM) + 0.5).to_event(1)
     prior.double()
     torch.testing.assert_close(torch.distributions.kl_divergence(q, prior()),

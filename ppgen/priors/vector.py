@@ -13,6 +13,7 @@ import pyro.distributions as dist
 from torch import nn
 
 from ..distributions import SpikeAndSlab as _SpikeAndSlabDist
+from ..distributions.fast import UnitNormal, validation_default
 
 
 class Prior(nn.Module):
@@ -37,8 +38,15 @@ class StandardNormal(Prior):
     name = "normal"
 
     def forward(self):
-        zeros = self._zeros()
-        return dist.Normal(zeros, zeros + 1.0).to_event(1)
+        # built once per device/dtype (.to() replaces the buffer) and validation setting: the
+        # prior has no parameters, and the model asks for it every step
+        key = (self.zero, validation_default())
+        cached = self.__dict__.get("_cached")
+        if cached is None or cached[0][0] is not key[0] or cached[0][1] != key[1]:
+            zeros = self._zeros()
+            cached = (key, UnitNormal(zeros, zeros + 1.0).to_event(1))
+            self.__dict__["_cached"] = cached
+        return cached[1]
 
 
 class Laplace(Prior):
