@@ -1,5 +1,6 @@
 """ppgen: deep generative models as swappable Pyro model/guide pairs.
 
+    import ppgen
     from ppgen import data, priors, fit, evaluate
     from ppgen.models import VAE
     from ppgen.guides import IAFGuide
@@ -10,6 +11,10 @@
     guide = IAFGuide.for_model(vae)             # any guide with the model's latent sites
     history = fit(vae, guide, digits, epochs=50)
     print(evaluate(vae, guide, digits.test, k=1000))
+    ppgen.report(vae, guide, digits.test, out="report.html")   # diagnostics, shown inline in a notebook
+
+Any Pyro model/guide pair (functions, modules, autoguides) goes through the same calls;
+``ppgen.report`` is a function (``report(run_dir)`` or ``report(model, guide, data, out=...)``).
 """
 from __future__ import annotations
 

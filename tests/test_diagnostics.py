@@ -101,8 +101,8 @@ def test_khat_bands_and_worst_datapoints():
     khat = np.array([-np.inf, 0.1, 0.49, 0.5, 0.7, 0.71, np.nan, 2.0])
     bands = D.khat_bands(khat)
     assert bands == pytest.approx({"good": 3 / 8, "ok": 2 / 8, "bad": 3 / 8})
-    diag = xr.Dataset({"khat": ("obs", khat), "gap": ("obs", np.arange(8.0))}, coords={"obs": np.arange(8) + 100})
-    assert list(D.worst_datapoints(diag, 3)["obs"].values) == [106, 107, 105]
+    diag = xr.Dataset({"khat": ("datapoint", khat), "gap": ("datapoint", np.arange(8.0))}, coords={"datapoint": np.arange(8) + 100})
+    assert list(D.worst_datapoints(diag, 3)["datapoint"].values) == [106, 107, 105]
 
 
 # -- InferenceData for the VAE, the VRNN and a global-latent model -------------------------------
@@ -124,12 +124,12 @@ def test_vae_inference_data_groups_dims_and_coords(vae_idata):
     model, guide, x, idata = vae_idata
     assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data", "sample_stats",
             "training"} <= set(idata.groups())
-    assert idata.posterior["z"].dims == ("chain", "draw", "obs", "latent")
+    assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
     assert idata.posterior["z"].shape == (1, 30, 50, 4)
-    assert idata.posterior_predictive["x"].dims == ("chain", "draw", "obs", "feature")
-    assert idata.log_likelihood["x"].dims == ("chain", "draw", "obs")
-    assert idata.observed_data["x"].dims == ("obs", "feature")
-    assert list(idata.posterior["obs"].values) == list(range(1350, 1400))
+    assert idata.posterior_predictive["x"].dims == ("chain", "draw", "datapoint", "feature")
+    assert idata.log_likelihood["x"].dims == ("chain", "draw", "datapoint")
+    assert idata.observed_data["x"].dims == ("datapoint", "feature")
+    assert list(idata.posterior["datapoint"].values) == list(range(1350, 1400))
     assert list(idata.posterior["latent"].values) == [0, 1, 2, 3]
     assert list(idata.posterior["draw"].values) == list(range(30)) and list(idata.posterior["chain"].values) == [0]
     np.testing.assert_array_equal(idata.observed_data["x"].values, x.numpy())
@@ -146,7 +146,12 @@ def test_vae_inference_data_values_agree_with_the_model(vae_idata):
         log_lik = model.decode(z).log_prob(x)                                 # [draw, obs]
         log_prior = model.prior().log_prob(z)
         log_q = guide.posterior(x).log_prob(z)
-    np.testing.assert_allclose(idata.log_likelihood["x"].values[0], log_lik.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(idata.conditional_log_likelihood["x"].values[0], log_lik.numpy(), rtol=1e-4, atol=1e-3)
+    # what LOO needs: every latent is local, so log p(x_i) (the draws' importance-sampled marginal) for every draw
+    log_w = (log_lik + log_prior - log_q).double()
+    marginal = (torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])).numpy()
+    np.testing.assert_allclose(idata.log_likelihood["x"].values[0], np.broadcast_to(marginal, log_w.shape), rtol=1e-4)
+    assert "marginal" in idata.log_likelihood.attrs["pointwise"]
     np.testing.assert_allclose(idata.sample_stats["lp"].values[0], (log_lik + log_prior).sum(-1).numpy(), rtol=1e-5)
     np.testing.assert_allclose(idata.sample_stats["log_q"].values[0], log_q.sum(-1).numpy(), rtol=1e-4, atol=1e-2)
     replicated = idata.posterior_predictive["x"].values
@@ -167,10 +172,10 @@ def vrnn_case():
 def test_vrnn_inference_data_stacks_steps_into_time_and_masks_padding(vrnn_case):
     model, guide, x, mask, idata = vrnn_case
     z, xrep, obs = idata.posterior["z"], idata.posterior_predictive["x"], idata.observed_data["x"]
-    assert z.dims == ("chain", "draw", "obs", "time", "latent") and z.shape == (1, 20, 6, 9, 3)
-    assert xrep.dims == ("chain", "draw", "obs", "time", "feature") and xrep.shape == (1, 20, 6, 9, 10)
-    assert obs.dims == ("obs", "time", "feature")
-    assert idata.log_likelihood["x"].dims == ("chain", "draw", "obs")
+    assert z.dims == ("chain", "draw", "datapoint", "time", "latent") and z.shape == (1, 20, 6, 9, 3)
+    assert xrep.dims == ("chain", "draw", "datapoint", "time", "feature") and xrep.shape == (1, 20, 6, 9, 10)
+    assert obs.dims == ("datapoint", "time", "feature")
+    assert idata.log_likelihood["x"].dims == ("chain", "draw", "datapoint")
     assert not any(name.startswith(("z_", "x_")) for g in ("posterior", "posterior_predictive")
                    for name in idata[g].data_vars)
     padded = ~mask.numpy()
@@ -185,7 +190,7 @@ def test_vrnn_inference_data_stacks_steps_into_time_and_masks_padding(vrnn_case)
 def test_vrnn_kl_per_time_step(vrnn_case):
     model, guide, x, mask, _ = vrnn_case
     kl = D.latent_kl(model, guide, (x, mask), num_samples=10)
-    assert kl["z"].dims == ("obs", "time") and kl["z_per_dim"].dims == ("obs", "time", "latent")
+    assert kl["z"].dims == ("datapoint", "time") and kl["z_per_dim"].dims == ("datapoint", "time", "latent")
     assert np.isnan(kl["z"].values[~mask.numpy()]).all()
     real = kl["z"].values[mask.numpy()]
     assert np.isfinite(real).all() and real.mean() > 0
@@ -234,9 +239,9 @@ def regression():
 def test_global_latent_inference_data(regression):
     model, guide, X, y, idata = regression
     assert idata.posterior["w"].dims == ("chain", "draw", "w_dim_0") and idata.posterior["w"].shape == (1, 2000, 3)
-    assert idata.log_likelihood["y"].dims == ("chain", "draw", "obs")
-    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "obs")
-    assert idata.constant_data["X"].dims == ("obs", "X_dim_1")
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "datapoint")
+    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "datapoint")
+    assert idata.constant_data["X"].dims == ("datapoint", "X_dim_1")
     assert idata.sample_stats["lp"].dims == ("chain", "draw")
     assert idata.training.sizes["epoch"] == 1000
     w = torch.as_tensor(idata.posterior["w"].values[0])
@@ -329,7 +334,7 @@ def test_kl_per_dimension_matches_the_closed_form(digits):
     kl = D.latent_kl(model, guide, x, num_samples=400)
     with torch.no_grad():
         exact = torch.distributions.kl_divergence(guide.posterior(x).base_dist, model.prior().base_dist)
-    np.testing.assert_allclose(kl["z_per_dim"].mean("obs").values, exact.mean(0).numpy(), atol=0.05)
+    np.testing.assert_allclose(kl["z_per_dim"].mean("datapoint").values, exact.mean(0).numpy(), atol=0.05)
     np.testing.assert_allclose(kl["z"].values, kl["z_per_dim"].sum("latent").values, rtol=1e-4, atol=1e-4)
 
 
@@ -355,5 +360,5 @@ def test_ppc_statistics_suit_the_data(vae_idata, vrnn_case, regression):
     both = (mask[:, 1:] & mask[:, :-1]).float()
     changes = ((x[:, 1:] - x[:, :-1]).abs().sum(-1) * both).sum(-1) / both.sum(-1)
     np.testing.assert_allclose(seq.observed_data["note_changes_per_frame"].values, changes.numpy(), rtol=1e-6)
-    assert seq.posterior_predictive["notes_per_frame"].dims == ("chain", "draw", "obs")
+    assert seq.posterior_predictive["notes_per_frame"].dims == ("chain", "draw", "datapoint")
     assert list(D.ppc_statistics(regression[-1]).observed_data.data_vars) == ["y"]

@@ -142,3 +142,19 @@ def test_annealing_schedule_and_early_stopping(digits, tmp_path):
     saved = load_checkpoint(ckpt)
     assert saved["finished"] and saved["history"]["stopped_early"]   # the record says why training ended
     assert hist.best_val_elbo == max(hist.val_elbo)
+
+
+def test_builtin_pairs_keep_their_parameters_checkpoint_and_objective(tmp_path, digits):
+    """Built-in families train exactly as before user pairs were supported: the optimiser's
+    parameters are the modules' own, in order; no param-store part in the checkpoint; their
+    latents are all local, so minibatches keep the per-datapoint objective (no N/B scaling)."""
+    from ppgen.infer.fit import DataScaling, pair_parameters
+
+    m, g = small_pair(digits)
+    x = digits.train[:200]
+    params, store = pair_parameters(m, g, x[:2])
+    assert [id(p) for p in params] == [id(p) for p in [*m.parameters(), *g.parameters()]] and not store
+    assert not DataScaling.of(m, (x[:2],), 200, 100).active
+    fit(m, g, x, epochs=1, checkpoint=tmp_path / "k.pt", **SETTINGS)
+    assert {"model", "guide", "optimizer", "scheduler"} <= set(load_checkpoint(tmp_path / "k.pt"))
+    assert "params" not in load_checkpoint(tmp_path / "k.pt")

@@ -61,9 +61,9 @@ def test_report_numbers_agree_with_posterior_netcdf(run_dir):
     assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data", "training", "vi_diagnostics",
             "latent_kl"} <= set(idata.groups())
     diag = idata.vi_diagnostics
-    assert diag.sizes["obs"] == 120 and diag.attrs["num_samples"] == 100
+    assert diag.sizes["datapoint"] == 120 and diag.attrs["num_samples"] == 100
     assert idata.posterior.sizes["draw"] == 20
-    n = diag.sizes["obs"]
+    n = diag.sizes["datapoint"]
     for share in D.khat_bands(diag["khat"]).values():
         assert f"{share:.1%} ({round(share * n)})" in page
     assert f"{float(diag['elbo'].mean()):.3f} nats" in page
@@ -78,7 +78,7 @@ def test_python_api_returns_an_inline_report(run_dir):
     fragment = out._repr_html_()
     assert fragment.startswith('<div class="ppgen-report">') and "<html" not in fragment
     assert all(f'id="{sid}"' in fragment for sid in SECTIONS)
-    assert az.from_netcdf(str(out.posterior_path)).vi_diagnostics.sizes["obs"] == 40
+    assert az.from_netcdf(str(out.posterior_path)).vi_diagnostics.sizes["datapoint"] == 40
 
 
 def test_report_of_a_sequence_model(tmp_path):
@@ -92,8 +92,8 @@ def test_report_of_a_sequence_model(tmp_path):
     assert 'id="traversals"' not in page
     assert "per frame" in page
     idata = az.from_netcdf(str(out / "posterior.nc"))
-    assert idata.posterior["z"].dims == ("chain", "draw", "obs", "time", "latent")
-    assert idata.latent_kl["z"].dims == ("obs", "time")
+    assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "time", "latent")
+    assert idata.latent_kl["z"].dims == ("datapoint", "time")
 
 
 # -- rendering in headless Chromium --------------------------------------------------------------

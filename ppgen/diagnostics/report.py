@@ -4,8 +4,8 @@
 :func:`write_report` writes ``report.html``, one self-contained page (every figure embedded
 as a PNG data URI, no scripts, no external resources), and ``posterior.nc``, the ArviZ
 InferenceData behind it (with the groups ``vi_diagnostics`` and ``latent_kl`` added). In a
-notebook the returned :class:`Report` displays inline. ``ppgen.report(run_dir)``
-(:mod:`ppgen.runs.report`) does both for a run directory.
+notebook the returned :class:`Report` displays inline. ``ppgen.report(run_dir)`` and
+``ppgen.report(model, guide, data, out="report.html")`` (:mod:`ppgen.runs.report`) do both.
 """
 from __future__ import annotations
 
@@ -69,16 +69,21 @@ def diagnose(model, guide, data, *, num_samples: int | None = None, importance_s
     return {"model": model, "guide": guide, "idata": idata, "diag": diag, "kl": kl, "decode_mean": decode_mean}
 
 
-def write_report(ctx: dict, out_dir, title: str, subtitle: str = "", *, started: float | None = None) -> Report:
-    """Write ``out_dir/report.html`` (self-contained) and ``out_dir/posterior.nc`` from a
-    :func:`diagnose` context (plus ``config``, ``metrics`` and ``dataset`` where known)."""
+def write_report(ctx: dict, out, title: str, subtitle: str = "", *, started: float | None = None) -> Report:
+    """Write the report of a :func:`diagnose` context (plus ``config``, ``metrics`` and
+    ``dataset`` where known): ``out`` is a directory (``out/report.html`` and
+    ``out/posterior.nc``) or an ``.html`` path (the InferenceData beside it, as ``.nc``)."""
     started = time.perf_counter() if started is None else started
-    out_dir = Path(out_dir)
-    posterior_path = out_dir / "posterior.nc"
+    out = Path(out)
+    if out.suffix.lower() in (".html", ".htm"):
+        path, posterior_path = out, out.with_suffix(".nc")
+    else:
+        path, posterior_path = out / "report.html", out / "posterior.nc"
+    path.parent.mkdir(parents=True, exist_ok=True)
     ctx["idata"].to_netcdf(str(posterior_path))
+    ctx["posterior_name"] = posterior_path.name
     sections = [s for s in (build(ctx) for build in SECTIONS) if s is not None]
     body = render(title, sections, subtitle=subtitle)
-    path = out_dir / "report.html"
     path.write_text(page(title, body), encoding="utf-8")
     return Report(body, path, posterior_path, time.perf_counter() - started)
 
@@ -86,7 +91,9 @@ def write_report(ctx: dict, out_dir, title: str, subtitle: str = "", *, started:
 # -- sections: each takes the context and returns (id, title, html) or None -------------------
 
 def config_section(ctx):
-    rows = [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in ctx.get("config", {}).items()]
+    if not ctx.get("config"):
+        return None  # a pair trained outside a run directory has no saved configuration
+    rows = [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in ctx["config"].items()]
     return "config", "Configuration", table(["setting", "value"], rows)
 
 
@@ -103,13 +110,22 @@ def training_section(ctx):
 
 def numbers_section(ctx):
     rows = bound_rows(ctx["diag"]) + frame_rows(ctx["diag"], ctx["idata"]) + latent_rows(ctx)
-    return "numbers", "The numbers (test split)", table(["quantity", "value"], rows) + recorded_note(ctx.get("metrics", {}))
+    split = "test split" if ctx.get("dataset") is not None else "held-out data"  # a run directory knows its split
+    return "numbers", f"The numbers ({split})", table(["quantity", "value"], rows) + recorded_note(ctx.get("metrics", {}))
 
 
 def bound_rows(diag) -> list:
-    """ELBO, importance-sampled log p(x) with the standard error of its mean, and the gap."""
-    n, k = diag.sizes["obs"], diag.attrs["num_samples"]
+    """ELBO, importance-sampled log p(x) with the standard error of its mean, and the gap;
+    for global latents the local part given draws of the globals, and the globals' k-hat."""
+    n, k = diag.sizes["datapoint"], diag.attrs["num_samples"]
     se_of_mean = float(np.sqrt((diag["log_px_se"] ** 2).sum())) / n
+    if diag.attrs.get("global_latents"):
+        return [(f"global latents ({diag.attrs['global_latents']}): joint k-hat of p(theta, z, y) / q(theta, z)",
+                 _khat_text(diag.attrs["global_khat"])),
+                ("mean local log-weight log p(y_n, z | theta) - log q(z | theta) per datapoint",
+                 f"{float(diag['elbo'].mean()):.3f} nats"),
+                (f"predictive density log E_q(theta) p(y_n | theta) per datapoint (K={k})",
+                 f"{float(diag['log_px'].mean()):.3f} ± {se_of_mean:.3f} nats")]
     return [("test ELBO per datapoint", f"{float(diag['elbo'].mean()):.3f} nats"),
             (f"importance-sampled log p(x) per datapoint (IWAE, K={k})",
              f"{float(diag['log_px'].mean()):.3f} ± {se_of_mean:.3f} nats"),
@@ -132,7 +148,7 @@ def latent_rows(ctx) -> list:
     kl, idata, rows = ctx["kl"], ctx["idata"], []
     for name in kl.data_vars:
         if not name.endswith("_per_dim"):
-            per_datapoint = kl[name].sum([d for d in kl[name].dims if d != "obs"])
+            per_datapoint = kl[name].sum([d for d in kl[name].dims if d != "datapoint"])
             rows.append((f"KL(q || p) of {name} per datapoint", f"{float(per_datapoint.mean()):.3f} nats"))
     for name, var in idata.posterior.data_vars.items():
         if "latent" not in var.dims:
@@ -155,7 +171,7 @@ def recorded_note(metrics: dict) -> str:
 def verdict_section(ctx):
     diag = ctx["diag"]
     bands = D.khat_bands(diag["khat"])
-    n = diag.sizes["obs"]
+    n = diag.sizes["datapoint"]
     rows = [("k-hat < 0.5", "good: q is a reliable importance proposal", bands["good"]),
             ("0.5 ≤ k-hat ≤ 0.7", "usable: importance sampling still corrects q, slowly", bands["ok"]),
             ("k-hat > 0.7", "bad: q is not trustworthy for these datapoints", bands["bad"])]
@@ -164,11 +180,11 @@ def verdict_section(ctx):
     worst = D.worst_datapoints(diag, 8)
     worst_table = table(["datapoint", "k-hat", "log p(x) ± se", "ELBO", "gap"], [
         (int(o), _khat_text(k), f"{lp:.2f} ± {se:.2f}", f"{e:.2f}", f"{g:.2f}")
-        for o, k, lp, se, e, g in zip(worst["obs"].values, worst["khat"].values, worst["log_px"].values,
+        for o, k, lp, se, e, g in zip(worst["datapoint"].values, worst["khat"].values, worst["log_px"].values,
                                       worst["log_px_se"].values, worst["elbo"].values, worst["gap"].values)])
-    pictures = worst_datapoint_images(ctx, worst["obs"].values)
+    pictures = worst_datapoint_images(ctx, worst["datapoint"].values)
     return ("verdict", "Verdict: is the guide trustworthy?",
-            f"<p>{html.escape(verdict_sentence(bands))}</p>" + band_table
+            f"<p>{html.escape(global_sentence(diag) + verdict_sentence(bands))}</p>" + band_table
             + "<h3>The worst datapoints</h3>" + worst_table + pictures)
 
 
@@ -176,6 +192,11 @@ def khat_section(ctx):
     text = ("<p>Each point is one test datapoint: the Pareto shape k-hat of its importance weights "
             "p(x, z) / q(z | x) (PSIS, Yao et al. 2018). Right: the ELBO gap, log p(x) - ELBO, which estimates "
             "KL(q(z|x) || p(z|x)). Standard errors of log p(x) are only meaningful where k-hat &lt; 0.7.</p>")
+    if ctx["diag"].attrs.get("global_latents"):
+        text = ("<p>The model has global latents theta, so each datapoint's weights are the local part "
+                "p(y_n, z | theta) / q(z | y_n, theta) with (theta, z) drawn from q (PSIS k-hat, Yao et al. 2018); "
+                "log p(x) is the predictive density E_q(theta) p(y_n | theta), and the globals are judged by the "
+                "joint k-hat in the table above. Standard errors are only meaningful where k-hat &lt; 0.7.</p>")
     return "khat", "PSIS k-hat per datapoint", text + figure(D.plot_khat(ctx["diag"]), "k-hat per datapoint")
 
 
@@ -219,12 +240,23 @@ def notes_section(ctx):
     return "notes", "Notes", (
         "<p>Draws from a variational guide are independent, so R-hat and effective sample sizes are not "
         "convergence diagnostics here and are not shown. The guide's quality is judged by k-hat and the ELBO gap; "
-        f"the ArviZ InferenceData behind this page is <code>posterior.nc</code> in the run directory "
+        f"the ArviZ InferenceData behind this page is <code>{html.escape(ctx.get('posterior_name', 'posterior.nc'))}</code> "
         f"(groups: {html.escape(', '.join(ctx['idata'].groups()))}).</p>")
 
 
 SECTIONS = (config_section, training_section, numbers_section, verdict_section, khat_section, samples_section,
             traversal_section, kl_section, ppc_section, notes_section)
+
+
+def global_sentence(diag) -> str:
+    """What the joint k-hat says about the global latents (empty for all-local models)."""
+    if not diag.attrs.get("global_latents"):
+        return ""
+    k = diag.attrs["global_khat"]
+    if k > D.KHAT_BAD:
+        return (f"The guide of the global latents ({diag.attrs['global_latents']}) is not trustworthy: their joint "
+                f"k-hat is {k:.2f} (> 0.7). ")
+    return f"The joint k-hat of the global latents ({diag.attrs['global_latents']}) is {_khat_text(k)}. "
 
 
 def verdict_sentence(bands: dict) -> str:
@@ -255,25 +287,35 @@ def _image_shape(ctx):
     return tuple(shape) if shape else None
 
 
-def _posterior_mean_z(ctx, var: str = "z"):
-    post = ctx["idata"].posterior
-    if var not in post or "latent" not in post[var].dims or "time" in post[var].dims:
+def _code(ctx) -> str | None:
+    """The posterior's one per-datapoint code variable (no time dim), None otherwise."""
+    try:
+        var = D.code_variable(ctx["idata"])
+    except ValueError:
         return None
-    return torch.as_tensor(post[var].mean(("chain", "draw")).values, dtype=torch.float32)
+    return None if "time" in ctx["idata"].posterior[var].dims else var
+
+
+def _posterior_mean_z(ctx):
+    var = _code(ctx)
+    if var is None:
+        return None
+    return torch.as_tensor(ctx["idata"].posterior[var].mean(("chain", "draw")).values, dtype=torch.float32)
 
 
 def image_panels(ctx, n: int = 16):
     shape, idata, model = _image_shape(ctx), ctx["idata"], ctx["model"]
-    if shape is None or "x" not in idata.observed_data:
+    x = D.observed_variable(idata)
+    if shape is None or x is None:
         return None
-    device = next(model.parameters()).device
-    panels = {"test data": torch.as_tensor(idata.observed_data["x"].values[:n])}
-    if "z" in idata.posterior and "time" not in idata.posterior["z"].dims:
-        z = torch.as_tensor(idata.posterior["z"].values[0, 0, :n], device=device)
+    panels = {"test data": torch.as_tensor(idata.observed_data[x].values[:n])}
+    code = _code(ctx)
+    if code is not None and ctx.get("decode_mean") is not None:
+        z = torch.as_tensor(idata.posterior[code].values[0, 0, :n], device=_device(model))
         recon = _decoder_mean(ctx, z)
         if recon is not None:
             panels["reconstructions (mean of p(x|z))"] = recon.cpu()
-    panels["replicated x ~ p(x|z)"] = torch.as_tensor(idata.posterior_predictive["x"].values[0, 0, :n])
+    panels["replicated x ~ p(x|z)"] = torch.as_tensor(idata.posterior_predictive[x].values[0, 0, :n])
     if isinstance(model, Samples):
         with torch.no_grad():
             panels["samples from p(x)"] = model.sample(n).cpu()
@@ -282,23 +324,26 @@ def image_panels(ctx, n: int = 16):
 
 def worst_datapoint_images(ctx, obs) -> str:
     shape, idata = _image_shape(ctx), ctx["idata"]
-    if shape is None or "x" not in idata.observed_data:
+    x = D.observed_variable(idata)
+    if shape is None or x is None:
         return ""
-    index = [int(np.flatnonzero(idata.observed_data["obs"].values == o)[0]) for o in obs]
-    panels = {"worst datapoints": torch.as_tensor(idata.observed_data["x"].values[index]),
-              "replicated": torch.as_tensor(idata.posterior_predictive["x"].values[0, 0, index])}
+    index = [int(np.flatnonzero(idata.observed_data["datapoint"].values == o)[0]) for o in obs]
+    panels = {"worst datapoints": torch.as_tensor(idata.observed_data[x].values[index]),
+              "replicated": torch.as_tensor(idata.posterior_predictive[x].values[0, 0, index])}
     return figure(show_images(panels, shape, ncol=4), "worst datapoints")
 
 
 def piano_roll_panels(ctx, n: int = 3):
     idata, model = ctx["idata"], ctx["model"]
-    x = idata.observed_data.get("x")
+    name = D.observed_variable(idata)
+    x = None if name is None else idata.observed_data[name]
     if x is None or "time" not in x.dims:
         return None
     rolls, titles = [], []
-    for i in range(min(n, x.sizes["obs"])):
-        frames = int(x.isel(obs=i).notnull().all("feature").sum())
-        rolls += [np.nan_to_num(x.values[i, :frames]), np.nan_to_num(idata.posterior_predictive["x"].values[0, 0, i, :frames])]
+    for i in range(min(n, x.sizes["datapoint"])):
+        frames = int(x.isel(datapoint=i).notnull().all("feature").sum())
+        rolls += [np.nan_to_num(x.values[i, :frames]),
+                  np.nan_to_num(idata.posterior_predictive[name].values[0, 0, i, :frames])]
         titles += [f"test sequence {i}", f"replicated from p(x | z), z ~ q (sequence {i})"]
     if isinstance(model, Samples):
         with torch.no_grad():
@@ -312,7 +357,7 @@ def latent_traversals(ctx, steps: int = 9, max_dims: int = 16):
     means = _posterior_mean_z(ctx)
     if shape is None or means is None or _decoder_mean(ctx, means[:1].to(_device(model))) is None:
         return None
-    activity = D.latent_activity(ctx["idata"], "z").values
+    activity = D.latent_activity(ctx["idata"], _code(ctx)).values
     dims = np.argsort(-activity)[:max_dims]
     values = torch.linspace(-3, 3, steps)
     z = means[0].repeat(len(dims), steps, 1)
@@ -333,7 +378,7 @@ def frames_per_datapoint(idata):
     x = next(iter(idata.observed_data.data_vars.values()))
     if "time" not in x.dims:
         return None
-    return x.notnull().all([d for d in x.dims if d not in ("obs", "time")]).sum("time")
+    return x.notnull().all([d for d in x.dims if d not in ("datapoint", "time")]).sum("time")
 
 
 # -- HTML ---------------------------------------------------------------------------------------
@@ -395,7 +440,8 @@ def _posterior_draws(test) -> int:
 
 
 def _device(model):
-    return next(model.parameters()).device
+    params = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None  # a function has none
+    return params.device if params is not None else torch.device("cpu")
 
 
 __all__ = ["Report", "diagnose", "write_report", "render", "page", "table", "figure", "SECTIONS"]

@@ -21,7 +21,7 @@ computed here. What does say it:
 ``to_inference_data`` is generic over Pyro programs: it draws from the guide and replays
 the model on the draws (:func:`ppgen.infer.importance.importance_sample`, as every
 importance weight in ppgen), and names every array's dimensions from the plates (``draw``,
-``obs`` for the data plate, the plate at dim -1; ``time`` for per-step sites
+``datapoint`` for the data plate, the plate at dim -1; ``time`` for per-step sites
 ``z_0..z_{T-1}``). Draws come first in every tensor ([K, N]); ArviZ's PSIS wants them last
 and gets them transposed where it is called.
 """
@@ -40,7 +40,7 @@ import xarray as xr
 
 from ..distributions.declared import declared_mask, marginal_log_prob
 from ..evaluate import latents
-from ..evaluate.bounds import heldout_log_weights
+from ..evaluate.bounds import global_latent_sites, heldout_log_weights, joint_log_weights
 from ..evaluate.sequences import step_site
 from ..infer.importance import PARTICLES, importance_sample
 from ..nn import eval_mode
@@ -64,16 +64,32 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
     """An ArviZ InferenceData of ``num_samples`` draws from the guide given ``data``.
 
     ``data`` is what the model is called with: a tensor or a tuple ``(x, mask)``, ``(X, y)``.
-    Groups (one chain; ``obs`` is the dimension of the ``data_plate``, by default the plate
+    Groups (one chain; ``datapoint`` is the dimension of the ``data_plate``, by default the plate
     at dim -1):
 
     * ``posterior``: latent sites drawn from q. Local latents (inside the data plate) are
-      ``[chain, draw, obs, ...]``; global ones ``[chain, draw, ...]``. Sites ``z_0..z_{T-1}``
+      ``[chain, draw, datapoint, ...]``; global ones ``[chain, draw, ...]``. Sites ``z_0..z_{T-1}``
       are stacked into one variable ``z`` with a ``time`` dimension. Vector latents have the
       dimension ``latent``.
     * ``posterior_predictive``: replicated data drawn from p(x | latents) for each draw.
-    * ``log_likelihood``: log p(x_i | latents) per draw and datapoint (summed over time and
-      features; masked steps contribute 0).
+    * ``log_likelihood``: what PSIS-LOO needs, log p(y_i | theta_s) per draw s and datapoint
+      i, with every local latent integrated out (its attribute ``pointwise`` says which):
+
+      - every latent local (a VAE: no global theta, the networks are point estimates):
+        the importance-sampled marginal log p(x_i) from the ``num_samples`` draws of
+        q(z | x_i), the same for every draw; ``az.loo`` then gives elpd = sum_i log p(x_i)
+        and p_loo = 0 (its k-hats are inf, an artefact of equal values; the k-hats that
+        judge this guide are those of :func:`importance_diagnostics`);
+      - global latents theta only: log p(y_i | theta_s), one variable per observed site;
+      - global and local latents: log p(y_i, z_si | theta_s) - log q(z_si | y_i, theta_s),
+        an unbiased one-draw estimate of p(y_i | theta_s) (exact in :func:`guide_corrected_loo`,
+        which weighs draws on the joint space).
+
+      The draws come from q, not the posterior: for global latents use
+      :func:`guide_corrected_loo`, not ``az.loo`` (which treats them as posterior draws).
+    * ``conditional_log_likelihood``: log p(x_i | all latents of draw s) per observed site
+      (summed over time and features; masked steps contribute 0): a reconstruction term,
+      not a pointwise predictive density.
     * ``observed_data``; ``constant_data`` (the model's other arguments, e.g. covariates, masks).
     * ``sample_stats``: ``lp`` = log p(latents, data) and ``log_q`` = log q(latents) per draw
       (what :func:`guide_corrected_loo` needs).
@@ -82,19 +98,30 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
 
     Padded (masked) entries of sequence sites are NaN. ``vectorize=False`` draws one at a
     time, for models whose code does not broadcast over a leading draw dimension;
-    ``chunk`` sets how many draws are vectorized at once (memory).
+    ``chunk`` sets how many draws are vectorized at once (memory). Site names are found from
+    the traces; a site may not take the name of one of the dimensions (:data:`DIMS`).
+
+    Which ArviZ functions mean something here: ``az.summary(..., kind="stats")``,
+    ``az.plot_posterior``, ``az.plot_pair``, ``az.hdi`` (summaries of q), ``az.plot_ppc``
+    (posterior predictive checks), ``az.loo``/``az.compare`` for all-local models (see
+    ``log_likelihood``; for global latents :func:`guide_corrected_loo`). Which do not:
+    ``az.rhat``, ``az.ess``, ``az.mcse``, ``az.plot_trace`` and the diagnostics of
+    ``az.summary``: draws from q are i.i.d. by construction, so they always look converged.
     """
     args = _as_tuple(data)
     groups = _draw(model, guide, args, num_samples, data_plate, vectorize, chunk)
+    _check_reserved(groups)
     n_obs = _obs_size(groups)
+    pointwise, pointwise_meaning = _pointwise(groups, num_samples)
     coords = {"chain": [0], "draw": np.arange(num_samples)}
     if n_obs is not None:
-        coords["obs"] = np.arange(n_obs) if obs_index is None else np.asarray(obs_index)
+        coords["datapoint"] = np.arange(n_obs) if obs_index is None else np.asarray(obs_index)
     datasets = {
         "posterior": _dataset(_stack_time(groups["posterior"]), coords, "latent", chain=True),
         "posterior_predictive": _dataset(_stack_time(groups["posterior_predictive"]), coords, "feature", chain=True),
-        "log_likelihood": _dataset(_per_datapoint(_stack_time(groups["log_likelihood"], reduce=True)), coords,
-                                   None, chain=True),
+        "log_likelihood": _dataset(pointwise, coords, None, chain=True),
+        "conditional_log_likelihood": _dataset(_per_datapoint(_stack_time(groups["log_likelihood"], reduce=True)),
+                                               coords, None, chain=True),
         "observed_data": _dataset(_stack_time(groups["observed_data"]), coords, "feature", chain=False),
         "sample_stats": _dataset(groups["sample_stats"], coords, None, chain=True),
     }
@@ -104,12 +131,49 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
     if history is not None:
         datasets["training"] = training_dataset(history)
     meta = {"inference_library": "pyro", "inference_library_version": pyro.__version__,
-            "model": type(model).__name__, "guide": type(guide).__name__,
+            "model": _name(model), "guide": _name(guide),
             "draws": "i.i.d. from the variational guide q, not MCMC: R-hat and ESS do not apply",
             **{k: _attr(v) for k, v in (attrs or {}).items()}}
     for ds in datasets.values():
         ds.attrs.update(meta)
-    return az.InferenceData(**datasets)
+    datasets["log_likelihood"].attrs["pointwise"] = pointwise_meaning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ArviZ notes groups outside its schema (ppgen's own)
+        return az.InferenceData(**datasets)
+
+
+#: the dimension names of ppgen's InferenceData (ArviZ's ``chain`` and ``draw``, the data
+#: plate's ``datapoint``, ``time`` for per-step sites, ``latent``/``feature`` for vector
+#: events): no site may take one of these names.
+DIMS = ("chain", "draw", "datapoint", "time", "latent", "feature")
+
+
+def _check_reserved(groups):
+    names = {step_site(n)[0] if step_site(n) else n for g in groups.values() for n in g}
+    clash = sorted(names & set(DIMS))
+    if clash:
+        raise ValueError(f"site(s) {clash} take the name of a dimension of ppgen's InferenceData {list(DIMS)}; "
+                         "rename the site(s) in the model and guide")
+
+
+def _pointwise(groups, num_samples) -> tuple[dict, str]:
+    """The ``log_likelihood`` variables (``{name: (array, dims)}``) and what they hold."""
+    conditional = _per_datapoint(_stack_time(groups["log_likelihood"], reduce=True))
+    posterior = groups["posterior"].values()
+    has_global = any("datapoint" not in dims for _, dims in posterior)
+    has_local = any("datapoint" in dims for _, dims in posterior)
+    if not has_local or "local" not in groups["log_weight"]:
+        return conditional, "log p(y_i | theta_s): the likelihood given the draw of the global latents"
+    name = "_and_".join(conditional) or "log_px"
+    log_w, dims = groups["log_weight"]["local"]
+    if has_global:
+        return {name: (log_w, dims)}, ("log p(y_i, z_si | theta_s) - log q(z_si | y_i, theta_s): a one-draw importance "
+                                       "estimate of log p(y_i | theta_s), the local latents z_i integrated out")
+    top = log_w.max(0)
+    marginal = np.log(np.exp(log_w - top).mean(0)) + top
+    return {name: (np.broadcast_to(marginal, log_w.shape).copy(), dims)}, (
+        f"log p(x_i): the importance-sampled marginal likelihood ({num_samples} draws of q(z | x_i)), equal "
+        "across draws: every latent is local, so az.loo gives elpd = sum_i log p(x_i) and p_loo = 0")
 
 
 def training_dataset(history) -> xr.Dataset:
@@ -162,7 +226,24 @@ def _one_pass(model, guide, args, num_draws, particle_dim, data_plate) -> dict:
         else:
             out["posterior"][name] = _labelled(site["value"], site, data_plate, values=True)
     out["sample_stats"] = {"lp": _per_draw(sample, sample.model_sites), "log_q": _per_draw(sample, sample.guide_sites)}
+    out["log_weight"] = _local_log_weight(sample, data_plate)
     return out
+
+
+def _local_log_weight(sample, data_plate) -> dict:
+    """``{"local": ([draw,] datapoint)}``: the sites inside the data plate's share of the
+    log-weight, log p(x_i, z_i | theta) - log q(z_i | x_i, theta) per draw; empty without a
+    data plate."""
+    total = None
+    for sites, sign in ((sample.model_sites, 1.0), (sample.guide_sites, -1.0)):
+        for name, site in sites.items():
+            if site["infer"].get("_deterministic"):
+                continue
+            array, dims = _per_datapoint({name: _labelled(sample.log_prob(site), site, data_plate, event_dim=0)})[name]
+            if "datapoint" in dims:
+                total = sign * array if total is None else total + sign * array
+                names = dims
+    return {} if total is None else {"local": (total.astype(np.float64), names)}
 
 
 def _model_sites(sample):
@@ -172,7 +253,7 @@ def _model_sites(sample):
 
 def _labelled(t: torch.Tensor, site, data_plate: str | None, event_dim: int | None = None, values: bool = False):
     """``(array, names)``: ``t`` with each batch dim named by its plate (``draw`` for the
-    draws, ``obs`` for the data plate) and size-1 dims outside any plate dropped; event dims
+    draws, ``datapoint`` for the data plate) and size-1 dims outside any plate dropped; event dims
     are named None. With ``values``, entries that the site masks out become NaN."""
     event_dim = site["fn"].event_dim if event_dim is None else event_dim
     plates = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
@@ -183,7 +264,7 @@ def _labelled(t: torch.Tensor, site, data_plate: str | None, event_dim: int | No
     for i in range(batch_ndim):
         plate = plates.get(i - batch_ndim)
         if plate is not None:
-            names.append({PARTICLES: "draw", data_plate: "obs"}.get(plate, plate))
+            names.append({PARTICLES: "draw", data_plate: "datapoint"}.get(plate, plate))
         elif t.shape[i] != 1:
             raise ValueError(f"site {site['name']!r} has a batch dimension of size {t.shape[i]} that belongs "
                              "to no plate; declare it with pyro.plate or make it an event dim with .to_event()")
@@ -269,11 +350,11 @@ def _stack_time(variables: dict, reduce: bool = False) -> dict:
 
 
 def _per_datapoint(variables: dict) -> dict:
-    """Sum each log-density over every dim but ``draw`` and ``obs``."""
+    """Sum each log-density over every dim but ``draw`` and ``datapoint``."""
     out = {}
     for name, (array, dims) in variables.items():
-        axes = tuple(i for i, d in enumerate(dims) if d not in ("draw", "obs"))
-        out[name] = (array.sum(axis=axes) if axes else array, [d for d in dims if d in ("draw", "obs")])
+        axes = tuple(i for i, d in enumerate(dims) if d not in ("draw", "datapoint"))
+        out[name] = (array.sum(axis=axes) if axes else array, [d for d in dims if d in ("draw", "datapoint")])
     return out
 
 
@@ -297,7 +378,7 @@ def _dataset(variables: dict, coords: dict, vector_dim: str | None, chain: bool)
 def _name_event_dims(name, array, dims, vector_dim, sizes) -> list:
     events = [i for i, d in enumerate(dims) if d is None]
     dims = list(dims)
-    if vector_dim is not None and len(events) == 1 and "obs" in dims:
+    if vector_dim is not None and len(events) == 1 and "datapoint" in dims:
         size = array.shape[events[0]]
         if sizes.setdefault(vector_dim, size) == size:
             dims[events[0]] = vector_dim
@@ -310,8 +391,8 @@ def _name_event_dims(name, array, dims, vector_dim, sizes) -> list:
 def _obs_size(groups) -> int | None:
     for group in groups.values():
         for array, dims in group.values():
-            if "obs" in dims:
-                return array.shape[dims.index("obs")]
+            if "datapoint" in dims:
+                return array.shape[dims.index("datapoint")]
     return None
 
 
@@ -327,11 +408,11 @@ def _constant_data(model, args, observed: set, n_obs, coords) -> xr.Dataset | No
         array = array.astype(np.uint8) if array.dtype == np.bool_ else array
         dims = [f"{name}_dim_{i}" for i in range(array.ndim)]
         if array.ndim and array.shape[0] == n_obs:
-            dims[0] = "obs"
+            dims[0] = "datapoint"
         data_vars[name] = (dims, array)
     if not data_vars:
         return None
-    return xr.Dataset(data_vars, coords={"obs": coords["obs"]} if n_obs is not None else None)
+    return xr.Dataset(data_vars, coords={"datapoint": coords["datapoint"]} if n_obs is not None else None)
 
 
 def _argument_names(model, n: int) -> list:
@@ -354,6 +435,10 @@ def _max_plate_nesting(model, guide, args) -> int:
 def _default_chunk(args) -> int:
     # keep a pass's arrays to roughly 10^6 entries per data tensor
     return max(1, int(1e6 // max(1, args[0].numel())))
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)  # a plain function's own name, a module's class
 
 
 def _attr(value):
@@ -391,26 +476,42 @@ def log_mean_exp_se(log_weights) -> tuple[np.ndarray, np.ndarray]:
 
 def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, batch_size: int = 64,
                            chunk: int = 100, obs_index=None) -> xr.Dataset:
-    """Per-datapoint verdict on the guide, from ``num_samples`` draws z ~ q(z | x_n):
+    """Per-datapoint verdict on the guide, from ``num_samples`` draws per datapoint:
 
-    * ``khat``: PSIS k-hat of w = p(x_n, z) / q(z | x_n) (< 0.5 good, 0.5-0.7 usable, > 0.7 bad);
-    * ``log_px``, ``log_px_se``: importance-sampled log p(x_n) (the IWAE estimate) and its
-      Monte Carlo standard error;
-    * ``elbo``: the ELBO of x_n (the mean log-weight);
-    * ``gap``: log_px - elbo, an estimate of KL(q(z|x_n) || p(z|x_n)) >= 0.
+    * ``khat``: PSIS k-hat of the datapoint's importance weights (< 0.5 good, 0.5-0.7
+      usable, > 0.7 bad);
+    * ``log_px``, ``log_px_se``: the importance-sampled log-density of the datapoint (the
+      IWAE estimate) and its Monte Carlo standard error;
+    * ``elbo``: the mean log-weight; ``gap``: log_px - elbo >= 0.
+
+    Every latent local (amortized guides): the weights are w = p(x_n, z) / q(z | x_n), so
+    ``log_px`` is log p(x_n), ``gap`` estimates KL(q(z|x_n) || p(z|x_n)), ``khat`` judges q
+    as a proposal for p(z | x_n). With global latents theta (found from the traces, listed in
+    the attribute ``global_latents``): the weights are the local part given draws of the
+    globals, w = p(y_n, z | theta) / q(z | y_n, theta) with (theta, z) ~ q, so ``log_px`` is
+    the predictive density log E_q(theta)[p(y_n | theta)] and ``khat`` judges the local part
+    of q for datapoint n; the attribute ``global_khat`` is the joint k-hat of
+    p(theta, z, y) / q(theta, z | y) over ``num_samples`` draws given all of ``data``, the
+    verdict on the globals (for LOO with global latents see :func:`guide_corrected_loo`).
 
     The log-weights are :func:`ppgen.evaluate.heldout_log_weights`, the same that the IWAE
-    numbers of :func:`ppgen.evaluate.evaluate` average. Needs every latent inside the data
-    plate (amortized guides); for global latents see :func:`guide_corrected_loo`."""
-    lw = heldout_log_weights(model, guide, _as_tuple(data), num_samples, batch_size, chunk).double().cpu().numpy()
+    numbers of :func:`ppgen.evaluate.evaluate` average."""
+    args = _as_tuple(data)
+    global_sites = global_latent_sites(model, guide, args)
+    lw = heldout_log_weights(model, guide, args, num_samples, batch_size, chunk,
+                             local=bool(global_sites)).double().cpu().numpy()
     log_px, se = log_mean_exp_se(lw)
     elbo = lw.mean(0)
     obs = np.arange(lw.shape[1]) if obs_index is None else np.asarray(obs_index)
+    attrs = {"num_samples": int(num_samples), "khat_good": KHAT_GOOD, "khat_bad": KHAT_BAD,
+             "global_latents": ", ".join(global_sites)}
+    if global_sites:
+        joint = joint_log_weights(model, guide, args, num_samples).double().cpu().numpy()
+        attrs["global_khat"] = float(psis_khat(joint[:, None])[0])
     return xr.Dataset(
-        {"khat": ("obs", psis_khat(lw)), "log_px": ("obs", log_px), "log_px_se": ("obs", se),
-         "elbo": ("obs", elbo), "gap": ("obs", log_px - elbo)},
-        coords={"obs": obs},
-        attrs={"num_samples": int(num_samples), "khat_good": KHAT_GOOD, "khat_bad": KHAT_BAD},
+        {"khat": ("datapoint", psis_khat(lw)), "log_px": ("datapoint", log_px), "log_px_se": ("datapoint", se),
+         "elbo": ("datapoint", elbo), "gap": ("datapoint", log_px - elbo)},
+        coords={"datapoint": obs}, attrs=attrs,
     )
 
 
@@ -426,7 +527,7 @@ def khat_bands(khat) -> dict:
 def worst_datapoints(diagnostics: xr.Dataset, n: int = 8) -> xr.Dataset:
     """The ``n`` datapoints with the highest k-hat (ties broken by the larger gap)."""
     order = np.lexsort((-diagnostics["gap"].values, -np.nan_to_num(diagnostics["khat"].values, nan=np.inf)))
-    return diagnostics.isel(obs=order[:n])
+    return diagnostics.isel(datapoint=order[:n])
 
 
 # -- PSIS-LOO for global latents, corrected for draws from q -------------------------------------
@@ -435,15 +536,22 @@ def guide_corrected_loo(idata: az.InferenceData, var_name: str | None = None) ->
     """PSIS-LOO of a model with global latents theta whose draws come from a guide q rather
     than the posterior (Magnusson et al., 2019).
 
+    With local latents z_i too, the ``log_likelihood`` group of :func:`to_inference_data`
+    holds p^(y_i | theta_s) = p(y_i, z_si | theta_s) / q(z_si | y_i, theta_s) and ``lp``,
+    ``log_q`` are joint over (theta, z): the same weights then target p(theta, z_-i | y_-i)
+    q(z_i | y_i, theta) on the joint space, where the mean of p^ is p(y_i | y_-i), so the
+    formula below holds as it stands (the k-hats say what the extra noise costs).
+
     With r_s = p(theta_s, y) / q(theta_s) the posterior's importance ratio, the leave-one-out
     weights of draw s for datapoint i are r_s / p(y_i | theta_s); they are Pareto-smoothed per
     datapoint (their k-hat is ``pareto_k``) and elpd_i = log sum_s w~_si p(y_i | theta_s).
     ``guide_k`` is the k-hat of r itself: above 0.7 q is too far from the posterior for any
     of this to be reliable. ``p_loo`` uses the lppd under the r-reweighted draws.
     Returns an ArviZ ``ELPDData`` (log scale), so ``az.compare``-style tools read it."""
-    if any("obs" in v.dims for v in idata.posterior.data_vars.values()):
-        raise ValueError("guide_corrected_loo is for models whose latents are all global; with per-datapoint "
-                         "latents use importance_diagnostics (k-hat of p(x, z) / q(z | x) per datapoint)")
+    if all("datapoint" in v.dims for v in idata.posterior.data_vars.values()):
+        raise ValueError("guide_corrected_loo corrects draws of global latents, and every latent of this model is "
+                         "local (per datapoint): there is nothing to leave out but x_i itself; use "
+                         "importance_diagnostics (its log_px is elpd_i = log p(x_i), with a k-hat per datapoint)")
     ll = _log_likelihood(idata, var_name)
     log_r = (idata.sample_stats["lp"] - idata.sample_stats["log_q"]).stack(__sample__=("chain", "draw")).values
     lw_post, guide_k = az.psislw(log_r[None, :])
@@ -455,7 +563,7 @@ def guide_corrected_loo(idata: az.InferenceData, var_name: str | None = None) ->
     return az.ELPDData(
         data=[loo_i.sum(), math.sqrt(n * np.var(loo_i)), lppd - loo_i.sum(), s, n,
               bool(np.any(pareto_k > good_k) or guide_k[0] > KHAT_BAD),
-              xr.DataArray(loo_i, dims="obs", name="loo_i"), xr.DataArray(pareto_k, dims="obs", name="pareto_k"),
+              xr.DataArray(loo_i, dims="datapoint", name="loo_i"), xr.DataArray(pareto_k, dims="datapoint", name="pareto_k"),
               "log", good_k, float(guide_k[0])],
         index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "pareto_k",
                "scale", "good_k", "guide_k"],
@@ -481,9 +589,9 @@ def _logsumexp(a, axis=-1):
 @torch.no_grad()
 def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | None = None) -> xr.Dataset:
     """Monte Carlo KL(q(z | x) || p(z | ...)) = E_q[log q - log p] per datapoint for every
-    local latent variable ``<name>`` (``[obs]``, or ``[obs, time]`` for per-step sites: a
+    local latent variable ``<name>`` (``[datapoint]``, or ``[datapoint, time]`` for per-step sites: a
     step whose KL is ~0 for all data has collapsed to the prior). Where q and p factorise over
-    the vector's dims, ``<name>_per_dim`` (``[obs, (time,) latent]``) is the KL between the
+    the vector's dims, ``<name>_per_dim`` (``[datapoint, (time,) latent]``) is the KL between the
     per-dim marginals; summed over dims it equals the total for factorised q. Masked steps
     are NaN."""
     args = _as_tuple(data)
@@ -505,10 +613,10 @@ def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | No
                 per_dim[name] = _labelled(marginal, site, data_plate, event_dim=1)
     out = {}
     for name, (array, dims) in _stack_time(total).items():
-        if "obs" in dims:
+        if "datapoint" in dims:
             out[name] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"])
     for name, (array, dims) in _stack_time(per_dim).items():
-        if "obs" in dims:
+        if "datapoint" in dims:
             out[f"{name}_per_dim"] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"][:-1] + ["latent"])
     return xr.Dataset({k: (d, a) for k, (a, d) in out.items()})
 
@@ -524,37 +632,57 @@ def _marginal_kl(q, p, z):
     return None if lq is None or lp is None else lq - lp
 
 
-def latent_activity(idata: az.InferenceData, var: str = "z") -> xr.DataArray:
-    """Cov_x(E_q[z | x]) per latent dim from the posterior draws: :func:`ppgen.evaluate.latent_activity`
-    (the per-datapoint draw means' variance across data and steps, less their Monte Carlo noise)."""
-    z = idata.posterior[var]
+def code_variable(idata: az.InferenceData, var: str | None = None) -> str:
+    """``var``, or the one posterior variable that is a code: per datapoint, with a
+    ``latent`` dim (the name is found, not assumed); ``ValueError`` listing them if several."""
+    if var is not None:
+        return var
+    codes = [name for name, v in idata.posterior.data_vars.items() if {"datapoint", "latent"} <= set(v.dims)]
+    if len(codes) != 1:
+        raise ValueError(f"the posterior has the code variables {codes}; pass var= to choose one")
+    return codes[0]
+
+
+def observed_variable(idata: az.InferenceData, var: str | None = None) -> str | None:
+    """``var``, or the one observed variable (None when there are several or none)."""
+    if var is not None:
+        return var
+    names = list(idata.observed_data.data_vars) if "observed_data" in idata.groups() else []
+    return names[0] if len(names) == 1 else None
+
+
+def latent_activity(idata: az.InferenceData, var: str | None = None) -> xr.DataArray:
+    """Cov_x(E_q[z | x]) per latent dim of the code ``var`` (default: :func:`code_variable`)
+    from the posterior draws: :func:`ppgen.evaluate.latent_activity` (the per-datapoint draw
+    means' variance across data and steps, less their Monte Carlo noise)."""
+    z = idata.posterior[code_variable(idata, var)]
     draws = z.stack(__sample__=("chain", "draw")).transpose("__sample__", ..., "latent")
     activity = latents.latent_activity(torch.as_tensor(draws.values))
     return xr.DataArray(activity.numpy(), dims=["latent"], coords={"latent": z["latent"].values})
 
 
-def active_units(idata: az.InferenceData, var: str = "z", threshold: float = 0.01) -> int:
+def active_units(idata: az.InferenceData, var: str | None = None, threshold: float = 0.01) -> int:
     """Number of latent dims with activity > ``threshold`` (collapsed dims copy the prior)."""
     return latents.active_units(torch.as_tensor(latent_activity(idata, var).values), threshold)
 
 
-def code_sparsity(idata: az.InferenceData, var: str = "z", threshold: float = 1e-2) -> float:
+def code_sparsity(idata: az.InferenceData, var: str | None = None, threshold: float = 1e-2) -> float:
     """Share of drawn code entries with |z| <= threshold (exact zeros for spike-and-slab)."""
-    return latents.code_sparsity(torch.as_tensor(idata.posterior[var].values), threshold)
+    return latents.code_sparsity(torch.as_tensor(idata.posterior[code_variable(idata, var)].values), threshold)
 
 
 # -- posterior predictive checks ----------------------------------------------------------------
 
 def _vector_statistics(x: xr.DataArray) -> dict:
     return {"mean_per_datapoint": x.mean("feature"), "sd_per_datapoint": x.std("feature"),
-            "mean_per_feature": x.mean("obs")}
+            "mean_per_feature": x.mean("datapoint")}
 
 
 def _sequence_statistics(x: xr.DataArray) -> dict:
     notes = x.sum("feature", skipna=False)  # NaN on padded frames
     changes = abs(x.diff("time")).sum("feature", skipna=False)  # keys switched on or off: the dynamics
     return {"notes_per_frame": notes.mean("time"), "note_changes_per_frame": changes.mean("time"),
-            "mean_per_key": x.mean(("obs", "time"))}
+            "mean_per_key": x.mean(("datapoint", "time"))}
 
 
 def _scalar_statistics(x: xr.DataArray) -> dict:
@@ -664,7 +792,7 @@ def plot_kl(kl: xr.Dataset):
             ax.set_xlabel("latent dimension")
             ax.set_title(f"KL per dimension of {name.removesuffix('_per_dim')} (nats)")
         else:
-            mean = values.mean("obs")
+            mean = values.mean("datapoint")
             ax.plot(mean["time"].values, mean.values)
             ax.set_xlabel("time step")
             ax.set_title(f"KL per time step of {name} (nats)")
@@ -678,7 +806,7 @@ def _as_tuple(data) -> tuple:
     return tuple(data) if isinstance(data, (tuple, list)) else (data,)
 
 
-__all__ = ["KHAT_GOOD", "KHAT_BAD", "to_inference_data", "training_dataset", "psis_khat",
+__all__ = ["KHAT_GOOD", "KHAT_BAD", "DIMS", "to_inference_data", "training_dataset", "psis_khat",
            "log_mean_exp_se", "importance_diagnostics", "khat_bands", "worst_datapoints", "guide_corrected_loo",
-           "latent_kl", "latent_activity", "active_units", "code_sparsity", "ppc_statistics", "plot_khat",
+           "latent_kl", "code_variable", "observed_variable", "latent_activity", "active_units", "code_sparsity", "ppc_statistics", "plot_khat",
            "plot_ppc", "plot_training", "plot_kl"]

@@ -1,6 +1,16 @@
 """Held-out evaluation in nats: the ELBO and the importance-sampled log-likelihood, and
 :func:`evaluate`, the standard numbers (with the latent metrics of :mod:`.latents`).
 
+Which numbers are defined depends on where the latents are (found from the traces, no site
+or plate name assumed; the data plate is the plate at dim -1):
+
+* every latent local (inside the data plate, one per datapoint: VAE-like): each datapoint
+  has its own log p(x_n) = log E_q(z|x_n)[p(x_n, z) / q(z | x_n)];
+* some latent global (theta, outside the data plate): the data set as a whole has one
+  log p(y) = log E_q[p(y, theta, z) / q(theta, z | y)] (:func:`joint_log_weights`), and each
+  datapoint a predictive density log E_q(theta)[p(y_n | theta)], the local latents z_n
+  integrated out by importance sampling (:func:`heldout_log_weights` with ``local=True``).
+
 Sign convention: an ELBO or log-likelihood is a log-density (higher is better, negative for
 discrete data); "-ELBO" / NLL in the literature are the same numbers with the sign flipped.
 """
@@ -8,12 +18,14 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import torch
 
-from ..infer.importance import log_importance_weights
+from ..infer.importance import importance_sample, in_data_plate, log_importance_weights
 from ..infer.objectives import TraceELBO
 from ..nn import eval_mode
-from .latents import active_units, code_sparsity, guide_activity, has_sparse_prior, sample_latents
+from .latents import (active_units, code_sparsity, guide_activity, has_sparse_prior, keep_rng, latent_activity,
+                      latent_variables, variable_draws)
 
 
 def _batches(data, batch_size):
@@ -35,18 +47,67 @@ def test_elbo(model, guide, data, num_samples: int = 10, batch_size: int = 256) 
 
 
 @torch.no_grad()
-def heldout_log_weights(model, guide, data, k: int = 1000, batch_size: int = 64, chunk: int = 100) -> torch.Tensor:
+def heldout_log_weights(model, guide, data, k: int = 1000, batch_size: int = 64, chunk: int = 100, *,
+                        local: bool = False) -> torch.Tensor:
     """log w[k, n] = log p(x_n, z_kn) - log q(z_kn | x_n) for ``k`` draws z_kn ~ q(z | x_n) per
     datapoint of ``data`` (a tensor or a tuple of the model's arguments): ``[k, N]``, taken
-    ``batch_size`` datapoints and ``chunk`` draws at a time to bound memory."""
+    ``batch_size`` datapoints and ``chunk`` draws at a time to bound memory. Raises
+    ``ValueError`` for a global latent unless ``local``: then only the sites inside the data
+    plate count, log p(x_n, z_kn | theta_k) - log q(z_kn | x_n, theta_k) with theta_k ~ q drawn
+    alongside (:meth:`~ppgen.infer.importance.ImportanceSample.local_log_weights`; the same
+    weights as without ``local`` when every latent is local)."""
+    def weights(batch, n):
+        if not local:
+            return log_importance_weights(model, guide, *batch, num_particles=n)
+        with pyro.validation_enabled(False):
+            return importance_sample(model, guide, *batch, num_particles=n).local_log_weights()
+
     cols = []
     with eval_mode(model, guide):
         for batch in _batches(data, batch_size):
-            cols.append(torch.cat([
-                log_importance_weights(model, guide, *batch, num_particles=min(chunk, k - j))
-                for j in range(0, k, chunk)
-            ]))
+            cols.append(torch.cat([weights(batch, min(chunk, k - j)) for j in range(0, k, chunk)]))
     return torch.cat(cols, dim=1)
+
+
+@torch.no_grad()
+def joint_log_weights(model, guide, data, k: int = 1000, chunk: int | None = None) -> torch.Tensor:
+    """log w_k = log p(y, theta_k, z_k) - log q(theta_k, z_k | y) for ``k`` draws of all the
+    latents given the whole of ``data`` at once: ``[k]``. ``logsumexp(w) - log k`` estimates
+    log p(y) of the data set (a bound in expectation); its mean is the full-data ELBO. The
+    weights of a model with global latents theta (for models without, their sum over
+    datapoints of :func:`heldout_log_weights`). ``chunk`` draws are vectorized at a time (by
+    default as many as keep a copy of the data to ~10^7 entries)."""
+    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    chunk = chunk or int(min(100, max(1, 1e7 // max(1, args[0].numel()))))
+    out = []
+    with eval_mode(model, guide), pyro.validation_enabled(False):
+        particle_dim = -(_plate_nesting(model, guide, args) + 1)
+        for j in range(0, k, chunk):
+            sample = importance_sample(model, guide, *args, num_particles=min(chunk, k - j), particle_dim=particle_dim)
+            out.append(sample.log_density(sample.model_sites) - sample.log_density(sample.guide_sites))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def global_latent_sites(model, guide, data) -> list[str]:
+    """The model's latent sites outside the data plate (global latents), in trace order, from
+    one run of the pair on ``data`` (the random state is left as it was)."""
+    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    sample = _one_run(model, guide, args)
+    return [name for name, msg in sample.model_sites.items()
+            if not msg["is_observed"] and not msg["infer"].get("_deterministic") and not in_data_plate(msg)]
+
+
+def _one_run(model, guide, args):
+    # discovery must not move the random state: evaluate's numbers stay those of a run without it
+    with keep_rng(args), eval_mode(model, guide), pyro.validation_enabled(False):
+        return importance_sample(model, guide, *args, num_particles=None)
+
+
+def _plate_nesting(model, guide, args) -> int:
+    sample = _one_run(model, guide, args)
+    return max((-f.dim for sites in (sample.model_sites, sample.guide_sites) for msg in sites.values()
+                for f in msg["cond_indep_stack"] if f.vectorized), default=0)
 
 
 def iwae_log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 64, chunk: int = 100) -> torch.Tensor:
@@ -58,19 +119,49 @@ def iwae_log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 64,
 
 
 def evaluate(model, guide, data, *, k: int = 1000, elbo_samples: int = 10, sparsity: bool | None = None) -> dict:
-    """The standard numbers for a trained VAE-family pair on held-out ``data`` (a tensor):
-    ``test_elbo_nats``, ``test_iwae_nats`` (log-densities per datapoint), ``iwae_k``,
-    ``active_units`` of the latent "z", and ``code_sparsity`` when ``sparsity`` (by default:
-    when the model's prior is sparse, ``model.prior.sparse``)."""
+    """The standard numbers for a trained pair on held-out ``data`` (a tensor or a tuple of
+    the model's arguments), log-densities per datapoint in nats:
+
+    * every latent local: ``test_elbo_nats`` (``elbo_samples`` draws per datapoint),
+      ``test_iwae_nats`` (importance-sampled log p(x_n), ``iwae_k`` = ``k`` draws);
+    * some latent global (theta): ``test_elbo_nats`` and ``test_iwae_nats`` are the full-data
+      ELBO and importance-sampled log p(y) (``k`` joint draws) divided by N,
+      ``test_lpd_nats`` the mean predictive density log E_q(theta)[p(y_n | theta)], and
+      ``global_latents`` names the global sites;
+
+    and for the guide's local vector latents (found from its trace; per-step sites z_0..z_{T-1}
+    are one variable z) ``active_units`` and, when ``sparsity`` (by default: the model's
+    prior is sparse), ``code_sparsity``; with several such variables, ``active_units_<name>``
+    and ``code_sparsity_<name>`` for each."""
     if sparsity is None:
         sparsity = has_sparse_prior(model)
-    log_px = iwae_log_likelihood(model, guide, data, k=k)
-    metrics = {
-        "test_elbo_nats": test_elbo(model, guide, data, num_samples=elbo_samples),
-        "test_iwae_nats": float(log_px.mean()),
-        "iwae_k": k,
-        "active_units": active_units(guide_activity(guide, data)),
-    }
-    if sparsity:
-        metrics["code_sparsity"] = code_sparsity(sample_latents(guide, data, num_samples=8))
+    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    variables = latent_variables(guide, *args)
+    global_sites = global_latent_sites(model, guide, args)
+    metrics = _global_bounds(model, guide, args, k, global_sites) if global_sites else _local_bounds(
+        model, guide, data, k, elbo_samples)
+    for name, sites in variables.items():
+        key = "" if len(variables) == 1 else f"_{name}"
+        activity = (guide_activity(guide, *args, site=sites[0]) if len(sites) == 1
+                    else latent_activity(variable_draws(guide, *args, sites=sites, num_samples=32)))
+        metrics[f"active_units{key}"] = active_units(activity)
+    for name, sites in variables.items() if sparsity else ():
+        key = "" if len(variables) == 1 else f"_{name}"
+        metrics[f"code_sparsity{key}"] = code_sparsity(variable_draws(guide, *args, sites=sites, num_samples=8))
     return metrics
+
+
+def _local_bounds(model, guide, data, k, elbo_samples) -> dict:
+    log_px = iwae_log_likelihood(model, guide, data, k=k)
+    return {"test_elbo_nats": test_elbo(model, guide, data, num_samples=elbo_samples),
+            "test_iwae_nats": float(log_px.mean()), "iwae_k": k}
+
+
+def _global_bounds(model, guide, args, k, global_sites) -> dict:
+    n = args[0].shape[0]
+    log_w = joint_log_weights(model, guide, args, k).double()
+    local = heldout_log_weights(model, guide, args, k, local=True).double()
+    return {"test_elbo_nats": float(log_w.mean()) / n,
+            "test_iwae_nats": float(torch.logsumexp(log_w, 0) - math.log(k)) / n,
+            "test_lpd_nats": float((torch.logsumexp(local, 0) - math.log(k)).mean()),
+            "iwae_k": k, "global_latents": list(global_sites)}

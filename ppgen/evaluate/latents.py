@@ -12,14 +12,18 @@ padded steps and is ignored):
   spike-and-slab codes).
 
 Guide-level helpers draw from a guide: :func:`sample_latents`, :func:`posterior_mean` (exact
-where the site's distribution has a mean) and :func:`guide_activity`.
+where the site's distribution has a mean) and :func:`guide_activity`. Their ``site`` is found
+from the guide's trace where not given (:func:`local_vector_sites`): no site name is assumed.
 """
 from __future__ import annotations
+
+import re
 
 import pyro
 import torch
 
-from ..infer.importance import guide_draws
+from ..distributions.declared import declared_mask
+from ..infer.importance import guide_draws, in_data_plate
 from ..nn import eval_mode
 from ..priors import Prior
 
@@ -60,26 +64,110 @@ def has_sparse_prior(model) -> bool:
     return isinstance(prior, Prior) and prior.sparse
 
 
+_STEP_SITE = re.compile(r"^(?P<base>.+)_(?P<t>\d+)$")
+
+
+def step_site(name: str) -> tuple[str, int] | None:
+    """``(base, t)`` for a per-step site named ``<base>_<t>`` (``z_3`` -> ``("z", 3)``), the
+    naming of sequence models (:class:`ppgen.distributions.SiteSequence`); None otherwise."""
+    m = _STEP_SITE.match(name)
+    return (m["base"], int(m["t"])) if m else None
+
+
+def latent_variables(guide, *args) -> dict[str, list[str]]:
+    """The guide's local vector latents as variables: ``{name: [sites]}``, one site each,
+    except that per-step sites ``<base>_0 .. <base>_{T-1}`` (T >= 2) are one variable
+    ``<base>`` (a sequence model's z_t)."""
+    sites = local_vector_sites(guide, *args)
+    steps: dict = {}
+    for name in sites:
+        step = step_site(name)
+        if step is not None:
+            steps.setdefault(step[0], []).append(name)
+    variables, grouped = {}, set()
+    for name in sites:
+        step = step_site(name)
+        base = step[0] if step is not None else None
+        if base is not None and len(steps[base]) >= 2 and base not in sites:
+            if base not in grouped:
+                variables[base] = sorted(steps[base], key=lambda n: step_site(n)[1])
+                grouped.add(base)
+        else:
+            variables[name] = [name]
+    return variables
+
+
 @torch.no_grad()
-def sample_latents(guide, *args, site: str = "z", num_samples: int = 1) -> torch.Tensor:
-    """``num_samples`` draws of latent ``site`` from the guide run on ``args``:
-    ``[S, N, ...]``, vectorized (one guide run, the draws in a plate left of the data plate)."""
+def variable_draws(guide, *args, sites: list[str], num_samples: int = 1) -> torch.Tensor:
+    """Draws of a latent variable from one vectorized guide run: ``[S, N, D]`` for one site,
+    ``[S, N, T, D]`` for per-step sites (stacked along time); NaN where the site is masked
+    (padded steps), which the metrics here ignore."""
+    with pyro.validation_enabled(False), eval_mode(guide):
+        draws = guide_draws(guide, *args, num_particles=num_samples)
+    values = []
+    for name in sites:
+        msg = draws[name]
+        value = msg["value"]
+        masks = [m for m in (msg.get("mask"), declared_mask(msg["fn"])) if isinstance(m, torch.Tensor)]
+        for m in masks:
+            value = torch.where(m.expand(value.shape[:-1])[..., None], value, torch.nan)
+        values.append(value)
+    return values[0] if len(values) == 1 else torch.stack([v.expand_as(values[0]) for v in values], dim=-2)
+
+
+@torch.no_grad()
+def local_vector_sites(guide, *args) -> list[str]:
+    """The guide's latent sites that active units and sparsity apply to, in trace order:
+    inside the data plate (one code per datapoint; global latents have no spread across
+    data) with one event dim (a code vector ``[N, D]``); auxiliary sites (an autoguide's
+    joint draw) left out."""
+    with keep_rng(args), pyro.validation_enabled(False), eval_mode(guide):
+        sites = guide_draws(guide, *args, num_particles=None)
+    return [name for name, msg in sites.items()
+            if not msg["is_observed"] and not msg["infer"].get("is_auxiliary") and in_data_plate(msg)
+            and msg["fn"].event_dim == 1]
+
+
+def keep_rng(args):
+    """Restore torch's random state (CPU, and the GPUs that ``args`` are on) on exit: a run
+    that only discovers sites must not change the numbers of the runs after it."""
+    devices = sorted({a.device.index or 0 for a in args if isinstance(a, torch.Tensor) and a.is_cuda})
+    return torch.random.fork_rng(devices=devices)
+
+
+def _one_site(guide, args, site: str | None) -> str:
+    if site is not None:
+        return site
+    sites = local_vector_sites(guide, *args)
+    if len(sites) != 1:
+        raise ValueError(f"the guide has the local vector latent sites {sites}; pass site= to choose one")
+    return sites[0]
+
+
+@torch.no_grad()
+def sample_latents(guide, *args, site: str | None = None, num_samples: int = 1) -> torch.Tensor:
+    """``num_samples`` draws of latent ``site`` (default: the guide's one local vector site)
+    from the guide run on ``args``: ``[S, N, ...]``, vectorized (one guide run, the draws in a
+    plate left of the data plate)."""
+    site = _one_site(guide, args, site)
     with pyro.validation_enabled(False), eval_mode(guide):
         return guide_draws(guide, *args, num_particles=num_samples)[site]["value"]
 
 
 @torch.no_grad()
-def posterior_mean(guide, *args, site: str = "z", num_samples: int = 32) -> torch.Tensor:
+def posterior_mean(guide, *args, site: str | None = None, num_samples: int = 32) -> torch.Tensor:
     """E_q[z | x] per datapoint ``[N, ...]``: the mean of the site's distribution where it has
     one in closed form, otherwise the mean of ``num_samples`` draws."""
+    site = _one_site(guide, args, site)
     mean = _exact_mean(guide, args, site)
     return mean if mean is not None else sample_latents(guide, *args, site=site, num_samples=num_samples).mean(0)
 
 
 @torch.no_grad()
-def guide_activity(guide, *args, site: str = "z", num_samples: int = 32) -> torch.Tensor:
+def guide_activity(guide, *args, site: str | None = None, num_samples: int = 32) -> torch.Tensor:
     """:func:`latent_activity` of the guide's site on ``args``: from the exact posterior means
     where q has them, otherwise from ``num_samples`` draws per datapoint."""
+    site = _one_site(guide, args, site)
     mean = _exact_mean(guide, args, site)
     if mean is not None:
         return latent_activity(means=mean)
@@ -105,5 +193,5 @@ def _nanvar(t: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 1, var, torch.nan)
 
 
-__all__ = ["latent_activity", "active_units", "code_sparsity", "sample_latents", "posterior_mean", "guide_activity",
+__all__ = ["latent_activity", "active_units", "code_sparsity", "local_vector_sites", "latent_variables", "variable_draws", "step_site", "keep_rng", "sample_latents", "posterior_mean", "guide_activity",
            "has_sparse_prior"]

@@ -6,7 +6,6 @@ numbers with the sign flipped (Pyro's DMM example: test -ELBO 6.87 = ELBO -6.87 
 """
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import pyro
@@ -15,16 +14,7 @@ import torch
 from ..infer.importance import importance_sample
 from ..nn import eval_mode
 from .bounds import iwae_log_likelihood, test_elbo
-
-_STEP_SITE = re.compile(r"^(?P<base>.+)_(?P<t>\d+)$")
-
-
-def step_site(name: str) -> tuple[str, int] | None:
-    """``(base, t)`` for a per-step site named ``<base>_<t>`` (``z_3`` -> ``("z", 3)``), the
-    naming of sequence models (:class:`ppgen.distributions.SiteSequence`); None otherwise."""
-    m = _STEP_SITE.match(name)
-    return (m["base"], int(m["t"])) if m else None
-
+from .latents import step_site
 
 class WeightedDraws(NamedTuple):
     """``log_w[k, b, t]`` = log p(x_t, z_t | past) - log q(z_t | ...) at step t of draw k (0 on

@@ -1,5 +1,10 @@
-"""Check that a guide samples exactly the model's latent sites, before any training."""
+"""Check that a guide samples exactly the model's latent sites, before any training, and
+find from a trace which of a model's sites are per-datapoint (inside the data plate) and
+which are global."""
 from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
 
 import pyro
 from pyro import poutine
@@ -12,11 +17,20 @@ class SiteMismatchError(ValueError):
     pass
 
 
+def trace_program(fn, *args, **kwargs):
+    """One run of ``fn(*args)`` as a Pyro trace, plate subsample sites pruned; hidden from
+    outer handlers and with Pyro's validation off (a check, not a step of inference)."""
+    with pyro.validation_enabled(False), poutine.block():
+        return prune_subsample_sites(poutine.trace(fn).get_trace(*args, **kwargs))
+
+
 def latent_sites(fn, *args, **kwargs) -> list[str]:
     """Names of the latent sample sites of one run of ``fn(*args)``: not observed, not plate
     subsample sites, not a guide's auxiliary sites (an AutoGuide's unconstrained draws)."""
-    with pyro.validation_enabled(False), poutine.block():
-        trace = prune_subsample_sites(poutine.trace(fn).get_trace(*args, **kwargs))
+    return _latent_names(trace_program(fn, *args, **kwargs))
+
+
+def _latent_names(trace) -> list[str]:
     return [name for name, site in trace.nodes.items()
             if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("is_auxiliary")]
 
@@ -25,19 +39,91 @@ def check_sites(model, guide, *args, **kwargs) -> list[str]:
     """Trace ``model`` and ``guide`` on ``args`` (a small batch is enough) and raise
     :class:`SiteMismatchError` listing both site sets if they differ. Guides that need a
     particular prior say so through an optional ``check_model(model)`` method, and models
-    that allow only some priors through ``check_prior()`` (:mod:`ppgen.models.interfaces`)."""
+    that allow only some priors through ``check_prior()`` (:mod:`ppgen.models.interfaces`).
+
+    A program that cannot run on ``args`` at all (a guide written for another model's call
+    signature, a shape error) raises :class:`SiteMismatchError` naming model, guide, the
+    program that failed and its error, with the site set of the other program when it ran."""
     if isinstance(model, ChecksPrior):
         model.check_prior()
     if isinstance(guide, ChecksModel):
         guide.check_model(model)
-    guide_sites = latent_sites(guide, *args, **kwargs)
-    model_sites = latent_sites(model, *args, **kwargs)
+    guide_sites, guide_error = _try_latent_sites(guide, args, kwargs)
+    model_sites, model_error = _try_latent_sites(model, args, kwargs)
+    if guide_error or model_error:
+        role, error = ("guide", guide_error) if guide_error else ("model", model_error)
+        other = (f"; the model ran and has latent sites {sorted(model_sites)}" if guide_error and not model_error else
+                 f"; the guide ran and samples sites {sorted(guide_sites)}" if model_error and not guide_error else "")
+        raise SiteMismatchError(
+            f"the {role} could not be run on the model's arguments ({_describe(model, args, kwargs)}) "
+            f"[model {_name(model)}, guide {_name(guide)}]: {type(error).__name__}: {error}{other}; "
+            "a guide takes the model's arguments and samples exactly the model's latent sites"
+        ) from error
     if sorted(guide_sites) != sorted(model_sites):
         raise SiteMismatchError(
             f"guide {_name(guide)} samples sites {sorted(guide_sites)} but model {_name(model)} "
             f"has latent sites {sorted(model_sites)}; a guide must sample exactly the model's latent sites"
         )
     return model_sites
+
+
+def _try_latent_sites(fn, args, kwargs) -> tuple[list, Exception | None]:
+    try:
+        return latent_sites(fn, *args, **kwargs), None
+    except SiteMismatchError:  # already names what does not fit
+        raise
+    except Exception as e:  # noqa: BLE001 -- any failure of a user's program is reported with its cause
+        return [], e
+
+
+def _describe(model, args, kwargs) -> str:
+    """``x: tensor (2, 784), mask: tensor (2, 16)``: the arguments under the model's names
+    for them where its signature gives them."""
+    def one(a):
+        return f"tensor {tuple(a.shape)}" if hasattr(a, "shape") else type(a).__name__
+    try:
+        signature = inspect.signature(getattr(model, "forward", model))  # an nn.Module's call is forward's
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
+            raise TypeError("no names")
+        bound = signature.bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        bound = {**{f"arg {i}": a for i, a in enumerate(args)}, **kwargs}
+    return ", ".join(f"{name}: {one(a)}" for name, a in bound.items())
+
+
+@dataclass(frozen=True)
+class SiteStructure:
+    """Which sites of a model are per-datapoint, found from one trace on a batch of ``rows``.
+
+    ``data_plate``: the plate at dim -1 that the observed sites are in (its name is whatever
+    the model calls it), None if no observed site is in one. ``subsampled``: that plate
+    subsamples by itself (its full size differs from its size, or from the batch's rows),
+    so it already scales its sites. ``local``: latent sites inside the data plate;
+    ``global_latents``: latent sites outside it; ``observed``: the observed sites."""
+
+    data_plate: str | None
+    subsampled: bool
+    local: tuple
+    global_latents: tuple
+    observed: tuple
+
+
+def site_structure(model, *args, **kwargs) -> SiteStructure:
+    """Trace ``model(*args)`` once and sort its sites into local and global (see
+    :class:`SiteStructure`); the first argument's first dim is the batch's rows."""
+    rows = args[0].shape[0] if args and hasattr(args[0], "shape") and args[0].dim() else None
+    trace = trace_program(model, *args, **kwargs)
+    sites = [(name, s) for name, s in trace.nodes.items() if s["type"] == "sample"]
+    observed = tuple(name for name, s in sites if s["is_observed"])
+    frame = next((f for name, s in sites if s["is_observed"] for f in s["cond_indep_stack"]
+                  if f.vectorized and f.dim == -1), None)
+    latent = set(_latent_names(trace))
+    local = tuple(name for name, s in sites if name in latent and frame is not None
+                  and any(f.name == frame.name for f in s["cond_indep_stack"]))
+    global_latents = tuple(name for name, _ in sites if name in latent and name not in local)
+    subsampled = frame is not None and ((frame.full_size or frame.size) != frame.size
+                                        or (rows is not None and frame.size != rows))
+    return SiteStructure(frame.name if frame is not None else None, subsampled, local, global_latents, observed)
 
 
 def _name(fn) -> str:

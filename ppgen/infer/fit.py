@@ -1,9 +1,12 @@
 """fit(): stochastic variational inference for any model/guide pair.
 
 The Pyro family's step of the one loop (:mod:`.loop`): mini-batch -> objective -> Adam
-update, a validation ELBO each epoch for early stopping. Optimisation uses the
-PyTorch optimiser on ``model.parameters()`` and ``guide.parameters()`` directly, the same
-parameters that ``pyro.infer.Trace_ELBO()(model, guide)`` would expose as an ``ELBOModule``.
+update, a validation ELBO each epoch for early stopping. Model and guide are any Pyro
+programs: plain functions, ``nn.Module``s, ``PyroModule``s, autoguides. The PyTorch
+optimiser gets what Pyro's SVI would optimise (:func:`pair_parameters`): module parameters
+and every ``pyro.param`` the pair touches, unconstrained. Minibatches of a model with global
+latents are scaled by N/B (:class:`DataScaling`) so that the objective estimates the
+full-data ELBO.
 """
 from __future__ import annotations
 
@@ -11,13 +14,20 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from contextlib import contextmanager
+
+import pyro
 import torch
+from pyro import poutine
+from torch import nn
 
 from ..guides import check_sites
+from ..guides.sites import SiteStructure, site_structure
 from ..models.interfaces import ChecksData
 from ..nn.device import resolve_device
+from .checkpoint import rng_state, set_rng_state
 from .loop import NonFiniteLossError, Step, train
-from .objectives import ELBOS, TraceELBO, with_beta
+from .objectives import ELBOS, TraceELBO, with_beta, with_data_scale
 
 
 @dataclass
@@ -89,10 +99,25 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
     ``num_particles``, ``beta``, ``anneal_epochs``, ``clip_norm``, ``lr_schedule``,
     ``patience`` for early stopping on the validation ELBO, ``seed``).
 
+    ``model`` and ``guide`` are any Pyro programs taking the batch's tensors (functions,
+    ``nn.Module``s, ``PyroModule``s, autoguides); :func:`ppgen.guides.check_sites` runs both
+    on two rows first and names what does not fit. Optimised: the pair's module parameters
+    and the ``pyro.param``s it touches (:func:`pair_parameters`; ``ValueError`` if none).
+    ``pyro.param`` values live in Pyro's global param store: a second ``fit`` of the same
+    functions continues from them unless ``pyro.clear_param_store()`` is called first.
+
+    Minibatches: the data plate is the plate at dim -1 that the observed sites are in, with
+    one entry per row of the batch. Sites inside it are per-datapoint (local), latent sites
+    outside it are global. A model with global latents has its local sites (model and guide)
+    scaled by N/B, so each step estimates the full-data ELBO; a model whose latents are all
+    local keeps its per-datapoint objective. A data plate that subsamples by itself is left
+    alone. History ELBOs are per datapoint either way (for a global model: full-data ELBO / N).
+
     Trained by the one loop (:func:`ppgen.infer.loop.train`): with ``checkpoint`` a file is
-    written atomically after every epoch; ``resume=True`` continues from it exactly (same RNG
-    streams). A non-finite loss raises :class:`NonFiniteLossError` before the optimiser step,
-    leaving the last good checkpoint untouched.
+    written atomically after every epoch (module weights, the param-store values of the
+    ``pyro.param``s no module holds, optimiser, RNG streams); ``resume=True`` continues from
+    it exactly. A non-finite loss raises :class:`NonFiniteLossError` before the optimiser
+    step, leaving the last good checkpoint untouched.
     """
     cfg = FitConfig(**config)
     cfg.check()
@@ -104,23 +129,35 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
         if val_data is not None:
             _check_data(model, val_data, "validation data")
     dev = resolve_device(device)
-    steps_per_epoch = math.ceil(data[0].shape[0] / cfg.batch_size)
+    n = data[0].shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
 
     def make_step(dev) -> Step:
-        model.to(dev), guide.to(dev)
-        check_sites(model, guide, *(t[:2].to(dev) for t in data))  # also creates lazily-built guide params
-        params = list(model.parameters()) + list(guide.parameters())
-        optimizer = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        for program in (model, guide):
+            if isinstance(program, nn.Module):
+                program.to(dev)
+        probe = tuple(t[:2].to(dev) for t in data)
+        check_sites(model, guide, *probe)  # also creates lazily-built guide params (autoguides, pyro.param)
+        with _rng_untouched():  # the seeded draws of the built-in families stay what they were
+            scaling = DataScaling.of(model, probe, n, cfg.batch_size)
+            if cfg.elbo == "iwae" and scaling.structure.global_latents:
+                raise ValueError(f"elbo='iwae' needs every latent site inside the data plate; model {_name(model)} "
+                                 f"has global latent sites {list(scaling.structure.global_latents)}: use elbo='trace'")
+            named, store_params = pair_parameters(model, guide, *probe)
+        optimizer = make_optimizer(named, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = LR_SCHEDULES[cfg.lr_schedule](optimizer, cfg.epochs)
         objective = ELBOS[cfg.elbo](cfg.num_particles)
         anneal_steps = cfg.anneal_epochs * steps_per_epoch
         val = tuple(t.to(dev) for t in val_data) if val_data is not None else None
+        val_scaling = None if val is None else DataScaling(scaling.structure, val[0].shape[0], False) \
+            if not scaling.active else DataScaling.of(model, tuple(t[:2] for t in val), val[0].shape[0], cfg.batch_size)
         last = {}
 
         def update(batch, t, apply) -> dict:
             beta = cfg.beta * (min(1.0, (t + 1) / anneal_steps) if anneal_steps else 1.0)
             last["beta"] = beta
-            loss = objective(with_beta(model, beta), with_beta(guide, beta), *batch) / batch[0].shape[0]
+            scaled_model, scaled_guide, per = scaling.wrap(model, guide, batch[0].shape[0])
+            loss = objective(with_beta(scaled_model, beta), with_beta(scaled_guide, beta), *batch) / per
             apply(loss, optimizer)
             value = loss.item()
             return {"train_elbo": -value, "loss": value}
@@ -130,13 +167,118 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
             scheduler.step()
             return {"beta": last["beta"], "lr": lr}
 
-        return Step(update, {"model": model, "guide": guide, "optimizer": optimizer, "scheduler": scheduler},
-                    end_epoch=end_epoch, per_step=("loss",), keep_best=("model", "guide"), score_name="val_elbo",
-                    score=(lambda: elbo_per_datapoint(model, guide, val, cfg.batch_size)) if val is not None else None)
+        parts = {name: p for name, p in (("model", model), ("guide", guide)) if isinstance(p, nn.Module)}
+        if store_params:
+            parts["params"] = ParamStoreState(store_params)
+        keep = tuple(parts)
+        parts.update(optimizer=optimizer, scheduler=scheduler)
+        return Step(update, parts, end_epoch=end_epoch, per_step=("loss",), keep_best=keep, score_name="val_elbo",
+                    score=(lambda: elbo_per_datapoint(model, guide, val, cfg.batch_size, scaling=val_scaling))
+                    if val is not None else None)
 
     _, history = train(make_step, data, asdict(cfg), device=dev, checkpoint=checkpoint, resume=resume,
                        progress=progress, desc="fit")
     return History(**history, device=str(dev))
+
+
+@dataclass(frozen=True)
+class DataScaling:
+    """How a minibatch of B of the N rows enters the objective.
+
+    A model whose latents are all per-datapoint (inside the data plate, the plate at dim -1
+    of its observed sites) keeps its per-datapoint objective: the minibatch's -ELBO over B.
+    A model with global latents (sites outside the data plate) gets the minibatch's
+    per-datapoint sites, in model and guide, scaled by N/B, as ``pyro.plate(...,
+    subsample=...)`` would: the scaled -ELBO estimates the full-data -ELBO, recorded over N
+    (per datapoint, as for every model). A data plate that subsamples by itself
+    (``pyro.plate("data", N, subsample=...)``, its size not the batch's rows) already scales
+    its sites and is left alone."""
+
+    structure: SiteStructure
+    n: int
+    active: bool
+
+    @staticmethod
+    def of(model, probe: tuple, n: int, batch_size: int) -> "DataScaling":
+        structure = site_structure(model, *probe)
+        scaled = bool(structure.global_latents) and not structure.subsampled
+        if scaled and structure.data_plate is None and batch_size < n:
+            raise ValueError(
+                f"model {_name(model)} has latent sites {list(structure.global_latents)} and no observed site in a "
+                "plate at dim -1, so ppgen cannot tell global from per-datapoint sites under minibatches: put the "
+                f"observed sites in pyro.plate(..., x.shape[0]) over the batch's rows, or use batch_size >= {n}")
+        return DataScaling(structure, n, scaled)
+
+    def wrap(self, model, guide, rows: int) -> tuple:
+        """``(model, guide, divisor)``: the programs for one batch of ``rows`` rows and what
+        their -ELBO is divided by to give it per datapoint."""
+        if not self.active:
+            return model, guide, rows
+        plate, local, factor = self.structure.data_plate, self.structure.local, self.n / rows
+        return (with_data_scale(model, plate, local, factor), with_data_scale(guide, plate, local, factor), self.n)
+
+
+def pair_parameters(model, guide, *args) -> tuple[list, dict]:
+    """What Pyro's SVI optimises for ``(model, guide)``: the parameters of each program that
+    is an ``nn.Module`` (a ``PyroModule``'s ``PyroParam``s included), then every parameter
+    that one run of the guide and the model replayed on it touches through ``pyro.param``
+    (the param store, as ``poutine.trace(param_only=True)`` sees it), as unconstrained
+    tensors, each once. Returns ``(params, store)``: the list, and ``{name: tensor}`` of the
+    param-store ones that no module holds (these are checkpointed by name).
+    Raises ``ValueError`` naming model and guide if there is nothing to optimise."""
+    params, seen = [], set()
+    for program in (model, guide):
+        if isinstance(program, nn.Module):
+            for p in program.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+    with pyro.validation_enabled(False), poutine.block(), poutine.trace(param_only=True) as tr:
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        poutine.replay(model, trace=guide_trace)(*args)
+    store = {}
+    for name, site in tr.trace.nodes.items():
+        unconstrained = site["value"].unconstrained() if hasattr(site["value"], "unconstrained") else site["value"]
+        if id(unconstrained) not in seen and unconstrained.requires_grad:
+            seen.add(id(unconstrained))
+            params.append(unconstrained)
+            store[name] = unconstrained
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError(f"model {_name(model)} and guide {_name(guide)} have no parameters to optimise: neither "
+                         "is an nn.Module with parameters and neither calls pyro.param")
+    return params, store
+
+
+class ParamStoreState:
+    """The param-store parameters of a pair that no module holds, as a checkpoint part:
+    ``state_dict()`` gives ``{name: unconstrained tensor}`` (plain tensors, loadable with
+    ``weights_only=True``; constraints are not saved, the program sets them again when it
+    calls ``pyro.param``), ``load_state_dict`` copies values in place, so the optimiser keeps
+    updating the same tensors."""
+
+    def __init__(self, params: dict):
+        self.params = params
+
+    def state_dict(self) -> dict:
+        return {name: t.detach() for name, t in self.params.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != set(self.params):
+            raise ValueError(f"the checkpoint holds the pyro.param sites {sorted(state)}, the pair has "
+                             f"{sorted(self.params)}")
+        with torch.no_grad():
+            for name, t in self.params.items():
+                t.copy_(state[name])
+
+
+@contextmanager
+def _rng_untouched():
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -150,17 +292,36 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.
 
 
 @torch.no_grad()
-def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles: int = 1) -> float:
-    """The ELBO averaged over datapoints (nats), beta = 1, in eval mode."""
+def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles: int = 1, *,
+                       scaling: DataScaling | None = None) -> float:
+    """The ELBO averaged over datapoints (nats), beta = 1, with modules in eval mode. For a
+    model with global latents, the full-data ELBO over N: each batch's ELBO with its
+    per-datapoint sites scaled by N/B (:class:`DataScaling`, found from a trace unless
+    ``scaling`` is given), averaged over batches by their share of the rows."""
     data = _as_tuple(data)
-    was_training = model.training, guide.training
-    model.eval(), guide.eval()
+    n = data[0].shape[0]
+    if scaling is None:
+        with _rng_untouched():
+            scaling = DataScaling.of(model, tuple(t[:2] for t in data), n, batch_size)
+    modules = [p for p in (model, guide) if isinstance(p, nn.Module)]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
     objective = TraceELBO(num_particles)
-    n, total = data[0].shape[0], 0.0
+    total = 0.0
     for i in range(0, n, batch_size):
-        total -= objective(model, guide, *(t[i:i + batch_size] for t in data)).item()
-    model.train(was_training[0]), guide.train(was_training[1])
+        batch = tuple(t[i:i + batch_size] for t in data)
+        rows = batch[0].shape[0]
+        scaled_model, scaled_guide, per = scaling.wrap(model, guide, rows)
+        value = objective(scaled_model, scaled_guide, *batch).item()
+        total -= value if per == rows else value * rows / per
+    for m, mode in zip(modules, was_training):
+        m.train(mode)
     return total / n
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
 
 
 def _as_tuple(data):
@@ -182,4 +343,5 @@ def _check_data(model, data, what: str) -> None:
             raise ValueError(f"{what}: {e}") from None
 
 
-__all__ = ["FitConfig", "History", "NonFiniteLossError", "fit", "elbo_per_datapoint", "make_optimizer", "LR_SCHEDULES"]
+__all__ = ["FitConfig", "History", "NonFiniteLossError", "fit", "elbo_per_datapoint", "make_optimizer", "LR_SCHEDULES",
+           "DataScaling", "pair_parameters"]

@@ -70,6 +70,18 @@ class ImportanceSample:
         """log w[k, n] = log p(x_n, z_kn) - log q(z_kn | x_n): ``[K, N]``."""
         return sum(self.site_terms().values())
 
+    def local_log_weights(self) -> torch.Tensor:
+        """The shares of the sites inside the data plate only: ``[K, N]``. With global latents
+        theta_k drawn too, log p(x_n, z_kn | theta_k) - log q(z_kn | x_n, theta_k), whose
+        exponent is an unbiased estimate of p(x_n | theta_k); without globals, :meth:`log_weights`."""
+        terms = {}
+        for sites, sign in ((self.model_sites, 1.0), (self.guide_sites, -1.0)):
+            for name, msg in sites.items():
+                if in_data_plate(msg):
+                    term = sign * self._per_datapoint(name, msg)
+                    terms[name] = terms[name] + term if name in terms else term
+        return sum(terms.values())
+
     def log_density(self, sites: dict) -> torch.Tensor:
         """The sum of ``sites``' log-densities per draw: ``[K]`` (a scalar without particles).
         ``log_density(model_sites) - log_density(guide_sites)`` is the joint log-weight of a
@@ -88,11 +100,11 @@ class ImportanceSample:
     def _per_datapoint(self, name, msg) -> torch.Tensor:
         if self.particle_dim is None:
             raise ValueError("per-datapoint weights need the draws in a plate (num_particles)")
-        dims = {f.dim for f in msg["cond_indep_stack"] if f.vectorized and f.name != PARTICLES}
-        if -1 not in dims:
+        if not in_data_plate(msg):
             raise ValueError(
                 f"site {name!r} is outside the data plate (no plate at dim -1: a global latent): per-datapoint "
-                "importance weights are not defined; use ppgen.diagnostics for models with global latents")
+                "importance weights are not defined; ppgen.diagnostics.importance_diagnostics weighs the local part "
+                "of each datapoint given draws of the globals")
         lp = self.log_prob(msg)
         lp = lp.reshape((1,) * max(0, -self.particle_dim - lp.dim()) + lp.shape)
         particle = lp.dim() + self.particle_dim
@@ -100,6 +112,11 @@ class ImportanceSample:
         if summed:
             lp = lp.sum(summed)
         return lp.expand(self.num_particles, -1)
+
+
+def in_data_plate(msg) -> bool:
+    """Whether a site is inside the data plate (the plate at dim -1): local, not global."""
+    return any(f.vectorized and f.dim == -1 and f.name != PARTICLES for f in msg["cond_indep_stack"])
 
 
 def importance_sample(model, guide, *args, num_particles: int | None = 1, particle_dim: int = -2,
@@ -130,4 +147,4 @@ def guide_draws(guide, *args, num_particles: int | None = 1, particle_dim: int =
     return dict(sample_sites(run_guide(guide, args, particles)))
 
 
-__all__ = ["PARTICLES", "ImportanceSample", "importance_sample", "log_importance_weights", "guide_draws"]
+__all__ = ["PARTICLES", "ImportanceSample", "in_data_plate", "importance_sample", "log_importance_weights", "guide_draws"]

@@ -44,8 +44,9 @@ class Step:
     per-epoch mean (weighted by batch size) of each returned value, or, for names in
     ``per_step``, every value as ``step_<name>``.
 
-    ``parts``: name -> module, optimiser or scheduler; each state is saved under its name in
-    the checkpoint and restored on resume. Modules are put in train mode each epoch.
+    ``parts``: name -> module, optimiser, scheduler or any object with ``state_dict()`` and
+    ``load_state_dict()`` (a pair's param-store values, say); each state is saved under its
+    name in the checkpoint and restored on resume. Modules are put in train mode each epoch.
     ``end_epoch() -> {name: float}``: after the epoch's steps (stepping a scheduler, say);
     its values are recorded per epoch. ``score() -> float``: a validation score, higher is
     better, recorded as ``score_name`` with ``best_<score_name>`` and ``best_epoch``; with a

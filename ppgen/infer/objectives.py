@@ -40,6 +40,30 @@ def with_beta(fn, beta: float):
     return fn if beta == 1.0 else ScaleLatents(beta)(fn)
 
 
+class ScaleData(Messenger):
+    """Multiply the log-density of every per-datapoint site by ``factor`` = N / B: sites in
+    the plate named ``plate`` and sites named in ``sites`` (a guide's local sites, whatever
+    its plates are called). What ``pyro.plate(..., subsample=...)`` does, for a model whose
+    data plate sees one minibatch of B of the N rows: with global latents in the model, the
+    ELBO of the scaled minibatch is an unbiased estimate of the full-data ELBO (each global
+    KL counted once, the likelihood N/B times)."""
+
+    def __init__(self, plate: str | None, sites, factor: float):
+        super().__init__()
+        self.plate, self.sites, self.factor = plate, frozenset(sites), factor
+
+    def _process_message(self, msg):
+        # runs after the plates inside the program (handlers apply innermost first), so the
+        # data plate is already on the site's stack
+        if msg["type"] == "sample" and (msg["name"] in self.sites
+                                        or any(f.name == self.plate for f in msg["cond_indep_stack"])):
+            msg["scale"] = msg["scale"] * self.factor
+
+
+def with_data_scale(fn, plate: str | None, sites, factor: float):
+    return fn if factor == 1.0 else ScaleData(plate, sites, factor)(fn)
+
+
 def _is_guide_messenger(guide) -> bool:
     return isinstance(poutine.unwrap(guide), Messenger)
 

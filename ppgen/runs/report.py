@@ -1,4 +1,5 @@
-"""The diagnostics report of a run directory (``ppgen report DIR``, ``ppgen.report(DIR)``)."""
+"""``ppgen.report``: the diagnostics report of a run directory (``ppgen report DIR``,
+``ppgen.report(DIR)``) or of any trained pair (``ppgen.report(model, guide, data, out=...)``)."""
 from __future__ import annotations
 
 import json
@@ -12,14 +13,39 @@ from .api import load_run
 from .files import read_json
 
 
-def report(run_dir, *, num_samples: int | None = None, importance_samples: int = IMPORTANCE_DRAWS,
-           max_obs: int | None = None, device: str = "cpu", seed: int = 0) -> Report:
-    """Diagnose the run in ``run_dir`` on its test split and write ``report.html`` and
-    ``posterior.nc`` there. ``num_samples``: guide draws kept per datapoint (default 100,
-    fewer for long sequences); ``importance_samples``: draws per datapoint for k-hat and
-    log p(x); ``max_obs``: use only the first test datapoints (faster)."""
+def report(target, guide=None, data=None, *, out="report.html", num_samples: int | None = None,
+           importance_samples: int = IMPORTANCE_DRAWS, max_obs: int | None = None, device: str = "cpu",
+           seed: int = 0, history=None, title: str | None = None) -> Report:
+    """The diagnostics report, shown inline in a notebook (the returned :class:`Report`).
+
+    * ``report(run_dir)``: the run in ``run_dir`` on its test split; writes ``report.html``
+      and ``posterior.nc`` there (``out`` is not used).
+    * ``report(model, guide, data, out="report.html")``: any trained pair (built-in or your
+      own Pyro program) on held-out ``data`` (a tensor or a tuple of the model's arguments);
+      writes ``out`` and the InferenceData beside it (``report.nc``). ``history`` (what
+      :func:`ppgen.fit` returned) adds the training curves.
+
+    ``num_samples``: guide draws kept per datapoint (default 100, fewer for long sequences);
+    ``importance_samples``: draws per datapoint for k-hat and log p(x); ``max_obs``: use
+    only the first datapoints (faster)."""
+    if guide is None and data is None:
+        return _run_report(target, num_samples, importance_samples, max_obs, device, seed)
+    if guide is None or data is None:
+        raise TypeError("ppgen.report takes a run directory, report(run_dir), or a trained pair and held-out data, "
+                        "report(model, guide, data, out='report.html')")
+    start = time.perf_counter()
+    ctx = diagnose(target, guide, _first(data, max_obs), num_samples=num_samples,
+                   importance_samples=importance_samples, history=history, seed=seed, decode_mean=decode_mean(target))
+    name = getattr(target, "__name__", type(target).__name__)
+    return write_report(ctx, out, title or f"ppgen report: {name}", subtitle=str(out), started=start)
+
+
+def _run_report(run_dir, num_samples, importance_samples, max_obs, device, seed) -> Report:
     start = time.perf_counter()
     run_dir = Path(run_dir)
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no checkpoint.pt); for a pair you trained "
+                                "yourself call ppgen.report(model, guide, data, out='report.html')")
     model, guide, dataset, config = load_run(run_dir, device)
     history = load_checkpoint(run_dir / "checkpoint.pt").get("history")
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
