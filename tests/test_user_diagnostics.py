@@ -92,6 +92,30 @@ def test_a_site_named_like_a_dimension_is_refused_clearly():
         D.to_inference_data(model, guide, torch.randn(5), 3)
 
 
+def test_active_units_of_a_user_guide_without_a_mean_match_the_closed_form():
+    """A user's guide whose q(z|x) has no analytic mean (a transformed distribution): activity
+    Cov_x(E_q[z|x]) comes from draws, and must match the closed form [Var(3x), 0]."""
+    def model(x):
+        with pyro.plate("rows", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("y", dist.Normal(z.sum(-1), 1.0), obs=x)
+
+    def guide(x):
+        loc = torch.stack([3 * x, torch.zeros_like(x)], -1)
+        with pyro.plate("rows", x.shape[0]):
+            pyro.sample("z", dist.TransformedDistribution(dist.Normal(torch.zeros_like(loc), 0.5),
+                                                          [dist.transforms.AffineTransform(loc, 1.0)]).to_event(1))
+
+    x = torch.randn(300, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(NotImplementedError):
+        _ = dist.TransformedDistribution(dist.Normal(0.0, 1.0), []).mean  # so the draws are what is tested
+    pyro.set_rng_seed(0)
+    activity = latents.guide_activity(guide, x, num_samples=200)
+    exact = torch.tensor([float((3 * x).var()), 0.0])
+    torch.testing.assert_close(activity, exact, rtol=0.05, atol=0.01)   # draw noise: 0.25 / 200 per datapoint
+    assert evaluate(model, guide, x, k=10, elbo_samples=1)["active_units"] == 1
+
+
 def test_two_local_code_sites_get_active_units_each():
     def model(x):
         with pyro.plate("rows", x.shape[0]):
@@ -174,30 +198,57 @@ def mixed():
     return X, y, exact_guide(X, y)
 
 
+def predictive_lpd(X_fit, y_fit, X, y):
+    """log p(y_n | y_fit) per datapoint: w from its exact posterior given the fit data, u_n integrated out."""
+    m, V = posterior_of_w(X_fit, y_fit, SIGMA**2 + S**2)
+    return dist.Normal(X @ m, (SIGMA**2 + S**2 + ((X @ V) * X).sum(-1)).sqrt()).log_prob(y)
+
+
+def held_out(n=40, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    return X, X @ torch.tensor([1.0, -0.5], dtype=torch.float64) + (S**2 + SIGMA**2) ** 0.5 * torch.randn(
+        n, generator=g, dtype=torch.float64)
+
+
+def log_evidence(X, y):
+    n = len(y)
+    cov = (SIGMA**2 + S**2) * torch.eye(n, dtype=X.dtype) + TAU**2 * X @ X.T
+    return float(dist.MultivariateNormal(torch.zeros(n, dtype=X.dtype), cov).log_prob(y))
+
+
 def test_evaluate_of_global_and_local_latents_matches_the_closed_form(mixed):
     X, y, guide = mixed
-    n = len(y)
-    metrics = evaluate(mixed_model, guide, (X, y), k=400)
+    X_test, y_test = held_out()
+    metrics = evaluate(mixed_model, guide, (X_test, y_test), fit_data=(X, y), k=400)
     assert metrics["global_latents"] == ["w"]
-    cov = (SIGMA**2 + S**2) * torch.eye(n, dtype=X.dtype) + TAU**2 * X @ X.T
-    log_py = dist.MultivariateNormal(torch.zeros(n, dtype=X.dtype), cov).log_prob(y)
-    # the exact posterior as proposal: every joint weight equals p(y)
-    assert metrics["test_iwae_nats"] == pytest.approx(float(log_py) / n, abs=1e-6)
-    assert metrics["test_elbo_nats"] == pytest.approx(float(log_py) / n, abs=1e-6)
-    m, V = posterior_of_w(X, y, SIGMA**2 + S**2)
-    lpd = dist.Normal(X @ m, (SIGMA**2 + S**2 + ((X @ V) * X).sum(-1)).sqrt()).log_prob(y).mean()
-    assert metrics["test_lpd_nats"] == pytest.approx(float(lpd), abs=0.02)
+    # held-out numbers: the predictive density of each held-out datapoint, u_n integrated out
+    lpd = predictive_lpd(X, y, X_test, y_test).mean()
+    assert metrics["test_iwae_nats"] == pytest.approx(float(lpd), abs=0.02)
+    assert metrics["test_elbo_nats"] <= metrics["test_iwae_nats"] + 1e-9
+    # the fit numbers are of the fit data, whatever data is evaluated: with the exact posterior as
+    # proposal every joint weight equals p(y)
+    assert metrics["fit_iwae_nats"] == pytest.approx(log_evidence(X, y) / len(y), abs=1e-6)
+    assert metrics["fit_elbo_nats"] == pytest.approx(log_evidence(X, y) / len(y), abs=1e-6)
+    # without fit_data they are not computed (on held-out data they would judge q against a
+    # posterior it never saw: log p(y_test) under q(w | y) is not log p(y_test))
+    alone = evaluate(mixed_model, guide, (X_test, y_test), k=50)
+    assert not any(key.startswith("fit_") for key in alone)
 
 
 def test_importance_diagnostics_of_global_and_local_latents(mixed):
     X, y, guide = mixed
-    diag = D.importance_diagnostics(mixed_model, guide, (X, y), 500)
+    X_test, y_test = held_out()
+    diag = D.importance_diagnostics(mixed_model, guide, (X_test, y_test), 500, fit_data=(X, y))
     assert diag.attrs["global_latents"] == "w"
-    assert np.isneginf(diag.attrs["global_khat"])  # q(w, u) is the posterior: the joint weights are constant
+    assert np.isneginf(diag.attrs["global_khat"])  # q(w, u) is the posterior given (X, y): constant weights
     assert (diag["khat"].values < D.KHAT_GOOD).all()  # p(y_n | w) under q(w): light tails
-    m, V = posterior_of_w(X, y, SIGMA**2 + S**2)
-    lpd = dist.Normal(X @ m, (SIGMA**2 + S**2 + ((X @ V) * X).sum(-1)).sqrt()).log_prob(y).numpy()
-    np.testing.assert_allclose(diag["log_px"].values, lpd, atol=0.05)
+    np.testing.assert_allclose(diag["log_px"].values, predictive_lpd(X, y, X_test, y_test).numpy(), atol=0.05)
+    # judged against the posterior given other data, the same guide is no longer exact
+    other = D.importance_diagnostics(mixed_model, guide, (X_test, y_test), 500, fit_data=(X_test, y_test))
+    assert np.isfinite(other.attrs["global_khat"])
+    unjudged = D.importance_diagnostics(mixed_model, guide, (X_test, y_test), 50)
+    assert np.isnan(unjudged.attrs["global_khat"]) and "fit_data" in unjudged.attrs["global_khat_note"]
 
 
 def test_guide_corrected_loo_of_global_and_local_latents_matches_exact_loo(mixed):
@@ -242,8 +293,13 @@ def test_report_of_a_user_pair_writes_a_file_and_shows_inline(user_vae, tmp_path
 
 def test_report_of_global_and_local_latents(mixed, tmp_path):
     X, y, guide = mixed
-    out = ppgen.report(mixed_model, guide, (X, y), out=tmp_path / "mixed.html", num_samples=20, importance_samples=100)
-    assert "joint k-hat" in out.html and "predictive density" in out.html
+    X_test, y_test = held_out()
+    out = ppgen.report(mixed_model, guide, (X_test, y_test), fit_data=(X, y), out=tmp_path / "mixed.html",
+                       num_samples=20, importance_samples=100)
+    assert "joint k-hat" in out.html and "predictive density" in out.html and "-inf (exact)" in out.html
+    unjudged = ppgen.report(mixed_model, guide, (X_test, y_test), out=tmp_path / "unjudged.html", num_samples=20,
+                            importance_samples=50)
+    assert "was not judged: pass the data it was trained on as fit_data" in unjudged.html
 
 
 def test_report_arguments_are_checked(user_vae, tmp_path):

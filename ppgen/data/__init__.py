@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Dataset, as_dataset, check_images, check_tensor
+from .base import Dataset, as_dataset, check_images, check_tensor, model_args
 from .digits import load_digits
 from .idx import load_idx, read_idx, write_idx
 from .sprites import load_sprites
@@ -50,5 +50,5 @@ def _load_numpy(path: Path) -> Dataset:
                       test=arrays["test"], name=path.stem)
 
 
-__all__ = ["Dataset", "SequenceDataset", "DATASETS", "as_dataset", "check_tensor", "check_images", "load", "load_digits", "transposed",
+__all__ = ["Dataset", "model_args", "SequenceDataset", "DATASETS", "as_dataset", "check_tensor", "check_images", "load", "load_digits", "transposed",
            "load_idx", "read_idx", "write_idx"]

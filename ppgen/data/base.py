@@ -35,6 +35,12 @@ class Dataset:
                 f"test={tuple(self.test.shape)}, likelihood={self.likelihood!r}, image_shape={self.image_shape})")
 
 
+def model_args(data) -> tuple:
+    """The model's arguments from ``data``: a tensor (one argument) or a tuple/list of them,
+    each with the datapoints on its first dimension."""
+    return tuple(data) if isinstance(data, (tuple, list)) else (data,)
+
+
 def check_tensor(x, what: str = "data", rank: int | None = 2) -> torch.Tensor:
     """Return ``x`` as a float tensor after checking rank, emptiness, dtype and finiteness."""
     if isinstance(x, np.ndarray):

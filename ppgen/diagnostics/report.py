@@ -49,12 +49,15 @@ class Report:
         return f"Report({str(self.path)!r}, posterior={str(self.posterior_path)!r}, {self.seconds:.1f} s)"
 
 
-def diagnose(model, guide, data, *, num_samples: int | None = None, importance_samples: int = IMPORTANCE_DRAWS,
-             history=None, seed: int = 0, attrs: dict | None = None, decode_mean=None) -> dict:
-    """Everything the report shows for held-out ``data``: the InferenceData of
-    ``num_samples`` guide draws per datapoint (default 100, fewer for long sequences) with the
-    groups ``vi_diagnostics`` (k-hat, log p(x), gap per datapoint, from ``importance_samples``
-    draws) and ``latent_kl`` added, and those two datasets.
+def diagnose(model, guide, data, *, fit_data=None, num_samples: int | None = None,
+             importance_samples: int = IMPORTANCE_DRAWS, history=None, seed: int = 0, attrs: dict | None = None,
+             decode_mean=None) -> dict:
+    """Everything the report shows for ``data`` (held out, or the training data): the
+    InferenceData of ``num_samples`` guide draws per datapoint (default 100, fewer for long
+    sequences) with the groups ``vi_diagnostics`` (k-hat, log p(x), gap per datapoint, from
+    ``importance_samples`` draws) and ``latent_kl`` added, and those two datasets. For a model
+    with global latents, ``fit_data`` (the data the guide was trained on) is where their joint
+    k-hat is computed (:func:`ppgen.diagnostics.importance_diagnostics`).
 
     ``decode_mean(z)``, where the model has one, maps codes ``[..., z_dim]`` to the mean of
     p(x | z) (on the data's scale); it draws the reconstructions and latent traversals, which
@@ -63,7 +66,7 @@ def diagnose(model, guide, data, *, num_samples: int | None = None, importance_s
     pyro.set_rng_seed(seed)
     idata = D.to_inference_data(model, guide, data, num_samples or _posterior_draws(data), history=history,
                                 attrs=attrs)
-    diag = D.importance_diagnostics(model, guide, data, importance_samples)
+    diag = D.importance_diagnostics(model, guide, data, importance_samples, fit_data=fit_data)
     kl = D.latent_kl(model, guide, data)
     idata.add_groups({"vi_diagnostics": diag, "latent_kl": kl})
     return {"model": model, "guide": guide, "idata": idata, "diag": diag, "kl": kl, "decode_mean": decode_mean}
@@ -110,7 +113,7 @@ def training_section(ctx):
 
 def numbers_section(ctx):
     rows = bound_rows(ctx["diag"]) + frame_rows(ctx["diag"], ctx["idata"]) + latent_rows(ctx)
-    split = "test split" if ctx.get("dataset") is not None else "held-out data"  # a run directory knows its split
+    split = "test split" if ctx.get("dataset") is not None else "the data given"  # a run directory knows its split
     return "numbers", f"The numbers ({split})", table(["quantity", "value"], rows) + recorded_note(ctx.get("metrics", {}))
 
 
@@ -120,8 +123,8 @@ def bound_rows(diag) -> list:
     n, k = diag.sizes["datapoint"], diag.attrs["num_samples"]
     se_of_mean = float(np.sqrt((diag["log_px_se"] ** 2).sum())) / n
     if diag.attrs.get("global_latents"):
-        return [(f"global latents ({diag.attrs['global_latents']}): joint k-hat of p(theta, z, y) / q(theta, z)",
-                 _khat_text(diag.attrs["global_khat"])),
+        return [(f"global latents ({diag.attrs['global_latents']}): joint k-hat of p(theta, z, y) / q(theta, z) "
+                 "on the training data", diag.attrs.get("global_khat_note") or _khat_text(diag.attrs["global_khat"])),
                 ("mean local log-weight log p(y_n, z | theta) - log q(z | theta) per datapoint",
                  f"{float(diag['elbo'].mean()):.3f} nats"),
                 (f"predictive density log E_q(theta) p(y_n | theta) per datapoint (K={k})",
@@ -175,7 +178,7 @@ def verdict_section(ctx):
     rows = [("k-hat < 0.5", "good: q is a reliable importance proposal", bands["good"]),
             ("0.5 ≤ k-hat ≤ 0.7", "usable: importance sampling still corrects q, slowly", bands["ok"]),
             ("k-hat > 0.7", "bad: q is not trustworthy for these datapoints", bands["bad"])]
-    band_table = table(["band", "meaning", "share of test datapoints"],
+    band_table = table(["band", "meaning", "share of datapoints"],
                        [(a, b, f"{share:.1%} ({round(share * n)})") for a, b, share in rows])
     worst = D.worst_datapoints(diag, 8)
     worst_table = table(["datapoint", "k-hat", "log p(x) ± se", "ELBO", "gap"], [
@@ -189,14 +192,14 @@ def verdict_section(ctx):
 
 
 def khat_section(ctx):
-    text = ("<p>Each point is one test datapoint: the Pareto shape k-hat of its importance weights "
+    text = ("<p>Each point is one datapoint: the Pareto shape k-hat of its importance weights "
             "p(x, z) / q(z | x) (PSIS, Yao et al. 2018). Right: the ELBO gap, log p(x) - ELBO, which estimates "
             "KL(q(z|x) || p(z|x)). Standard errors of log p(x) are only meaningful where k-hat &lt; 0.7.</p>")
     if ctx["diag"].attrs.get("global_latents"):
         text = ("<p>The model has global latents theta, so each datapoint's weights are the local part "
                 "p(y_n, z | theta) / q(z | y_n, theta) with (theta, z) drawn from q (PSIS k-hat, Yao et al. 2018); "
                 "log p(x) is the predictive density E_q(theta) p(y_n | theta), and the globals are judged by the "
-                "joint k-hat in the table above. Standard errors are only meaningful where k-hat &lt; 0.7.</p>")
+                "joint k-hat in the table above (on the data the guide was trained on). Standard errors are only meaningful where k-hat &lt; 0.7.</p>")
     return "khat", "PSIS k-hat per datapoint", text + figure(D.plot_khat(ctx["diag"]), "k-hat per datapoint")
 
 
@@ -223,14 +226,14 @@ def kl_section(ctx):
     kl = ctx["kl"]
     if not any("latent" in v.dims or "time" in v.dims for v in kl.data_vars.values()):
         return None
-    text = ("<p>Monte Carlo KL(q(z|x) || p(z)) averaged over test data. A dimension (or a time step) with KL near 0 "
+    text = ("<p>Monte Carlo KL(q(z|x) || p(z)) averaged over the data. A dimension (or a time step) with KL near 0 "
             "for all data carries no information about x: posterior collapse shows up here. Per dimension, the KL "
             "is between per-dimension marginals.</p>")
     return "kl", "KL per dimension and per time step", text + figure(D.plot_kl(kl), "KL per dimension")
 
 
 def ppc_section(ctx):
-    text = ("<p>Test statistics T(x) of the observed test data (black) against data replicated from "
+    text = ("<p>Test statistics T(x) of the observed data (black) against data replicated from "
             "p(x | z), z ~ q(z | x) (one curve per draw; ArviZ <code>plot_ppc</code>). Systematic offsets show what "
             "the model does not reproduce.</p>")
     return "ppc", "Posterior predictive checks", text + figure(D.plot_ppc(ctx["idata"]), "posterior predictive checks")
@@ -253,6 +256,9 @@ def global_sentence(diag) -> str:
     if not diag.attrs.get("global_latents"):
         return ""
     k = diag.attrs["global_khat"]
+    if np.isnan(k):
+        return (f"The guide of the global latents ({diag.attrs['global_latents']}) was not judged: pass the data it "
+                "was trained on as fit_data for their joint k-hat. ")
     if k > D.KHAT_BAD:
         return (f"The guide of the global latents ({diag.attrs['global_latents']}) is not trustworthy: their joint "
                 f"k-hat is {k:.2f} (> 0.7). ")
@@ -261,13 +267,13 @@ def global_sentence(diag) -> str:
 
 def verdict_sentence(bands: dict) -> str:
     if bands["bad"] > 0.1:
-        return (f"The guide is not trustworthy for {bands['bad']:.0%} of test datapoints (k-hat > 0.7): their "
+        return (f"The guide is not trustworthy for {bands['bad']:.0%} of datapoints (k-hat > 0.7): their "
                 "importance-sampled log p(x), standard errors and posterior summaries are unreliable. A richer guide "
                 "(low-rank, IAF), longer training or an importance-weighted objective may help.")
     if bands["good"] + bands["ok"] >= 0.9 and bands["ok"] > bands["good"]:
         return ("Most datapoints are in the usable band (0.5-0.7): the guide is a workable importance proposal, "
                 "but not close to the posterior; trust importance-sampled quantities more than the ELBO.")
-    return (f"The guide is a good importance proposal for {bands['good']:.0%} of test datapoints (k-hat < 0.5) "
+    return (f"The guide is a good importance proposal for {bands['good']:.0%} of datapoints (k-hat < 0.5) "
             f"and usable for {bands['ok']:.0%}.")
 
 
@@ -308,7 +314,7 @@ def image_panels(ctx, n: int = 16):
     x = D.observed_variable(idata)
     if shape is None or x is None:
         return None
-    panels = {"test data": torch.as_tensor(idata.observed_data[x].values[:n])}
+    panels = {"data": torch.as_tensor(idata.observed_data[x].values[:n])}
     code = _code(ctx)
     if code is not None and ctx.get("decode_mean") is not None:
         z = torch.as_tensor(idata.posterior[code].values[0, 0, :n], device=_device(model))

@@ -38,6 +38,7 @@ import pyro
 import torch
 import xarray as xr
 
+from ..data.base import model_args
 from ..distributions.declared import declared_mask, marginal_log_prob
 from ..evaluate import latents
 from ..evaluate.bounds import global_latent_sites, heldout_log_weights, joint_log_weights
@@ -86,7 +87,8 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
         which weighs draws on the joint space).
 
       The draws come from q, not the posterior: for global latents use
-      :func:`guide_corrected_loo`, not ``az.loo`` (which treats them as posterior draws).
+      :func:`guide_corrected_loo`, not ``az.loo`` (which treats them as posterior draws), on
+      the InferenceData of the data the guide was trained on (LOO leaves out one of those).
     * ``conditional_log_likelihood``: log p(x_i | all latents of draw s) per observed site
       (summed over time and features; masked steps contribute 0): a reconstruction term,
       not a pointwise predictive density.
@@ -108,7 +110,7 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
     ``az.rhat``, ``az.ess``, ``az.mcse``, ``az.plot_trace`` and the diagnostics of
     ``az.summary``: draws from q are i.i.d. by construction, so they always look converged.
     """
-    args = _as_tuple(data)
+    args = model_args(data)
     groups = _draw(model, guide, args, num_samples, data_plate, vectorize, chunk)
     _check_reserved(groups)
     n_obs = _obs_size(groups)
@@ -474,7 +476,11 @@ def log_mean_exp_se(log_weights) -> tuple[np.ndarray, np.ndarray]:
     return np.log(mean) + top[0], se
 
 
-def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, batch_size: int = 64,
+NO_FIT_DATA = ("not judged: the globals' k-hat needs the data the guide was trained on, "
+               "importance_diagnostics(..., fit_data=TRAIN) or report(..., fit_data=TRAIN)")
+
+
+def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, fit_data=None, batch_size: int = 64,
                            chunk: int = 100, obs_index=None) -> xr.Dataset:
     """Per-datapoint verdict on the guide, from ``num_samples`` draws per datapoint:
 
@@ -490,13 +496,16 @@ def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, batch
     the attribute ``global_latents``): the weights are the local part given draws of the
     globals, w = p(y_n, z | theta) / q(z | y_n, theta) with (theta, z) ~ q, so ``log_px`` is
     the predictive density log E_q(theta)[p(y_n | theta)] and ``khat`` judges the local part
-    of q for datapoint n; the attribute ``global_khat`` is the joint k-hat of
-    p(theta, z, y) / q(theta, z | y) over ``num_samples`` draws given all of ``data``, the
-    verdict on the globals (for LOO with global latents see :func:`guide_corrected_loo`).
+    of q for datapoint n, on held-out data as on the data it was fit to. The verdict on the
+    globals, the attribute ``global_khat``, is the joint k-hat of p(theta, z, y) / q(theta, z | y)
+    over ``num_samples`` draws given all of ``fit_data``, the data the guide was trained on:
+    q(theta) approximates the posterior given those, and on other data the k-hat would judge it
+    against a posterior it never saw. Without ``fit_data`` it is NaN and the attribute
+    ``global_khat_note`` says why (for LOO with global latents see :func:`guide_corrected_loo`).
 
     The log-weights are :func:`ppgen.evaluate.heldout_log_weights`, the same that the IWAE
     numbers of :func:`ppgen.evaluate.evaluate` average."""
-    args = _as_tuple(data)
+    args = model_args(data)
     global_sites = global_latent_sites(model, guide, args)
     lw = heldout_log_weights(model, guide, args, num_samples, batch_size, chunk,
                              local=bool(global_sites)).double().cpu().numpy()
@@ -505,9 +514,12 @@ def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, batch
     obs = np.arange(lw.shape[1]) if obs_index is None else np.asarray(obs_index)
     attrs = {"num_samples": int(num_samples), "khat_good": KHAT_GOOD, "khat_bad": KHAT_BAD,
              "global_latents": ", ".join(global_sites)}
-    if global_sites:
-        joint = joint_log_weights(model, guide, args, num_samples).double().cpu().numpy()
+    if global_sites and fit_data is not None:
+        joint = joint_log_weights(model, guide, model_args(fit_data), num_samples).double().cpu().numpy()
         attrs["global_khat"] = float(psis_khat(joint[:, None])[0])
+    elif global_sites:
+        attrs["global_khat"] = float("nan")
+        attrs["global_khat_note"] = NO_FIT_DATA
     return xr.Dataset(
         {"khat": ("datapoint", psis_khat(lw)), "log_px": ("datapoint", log_px), "log_px_se": ("datapoint", se),
          "elbo": ("datapoint", elbo), "gap": ("datapoint", log_px - elbo)},
@@ -534,7 +546,9 @@ def worst_datapoints(diagnostics: xr.Dataset, n: int = 8) -> xr.Dataset:
 
 def guide_corrected_loo(idata: az.InferenceData, var_name: str | None = None) -> "az.ELPDData":
     """PSIS-LOO of a model with global latents theta whose draws come from a guide q rather
-    than the posterior (Magnusson et al., 2019).
+    than the posterior (Magnusson et al., 2019). ``idata`` is :func:`to_inference_data` of the
+    data the guide was trained on: q(theta) approximates the posterior given those data, and
+    LOO leaves out one of them.
 
     With local latents z_i too, the ``log_likelihood`` group of :func:`to_inference_data`
     holds p^(y_i | theta_s) = p(y_i, z_si | theta_s) / q(z_si | y_i, theta_s) and ``lp``,
@@ -594,7 +608,7 @@ def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | No
     the vector's dims, ``<name>_per_dim`` (``[datapoint, (time,) latent]``) is the KL between the
     per-dim marginals; summed over dims it equals the total for factorised q. Masked steps
     are NaN."""
-    args = _as_tuple(data)
+    args = model_args(data)
     with eval_mode(model, guide), pyro.validation_enabled(False):
         particle_dim = -(_max_plate_nesting(model, guide, args) + 1)
         sample = importance_sample(model, guide, *args, num_particles=num_samples, particle_dim=particle_dim)
@@ -801,9 +815,6 @@ def plot_kl(kl: xr.Dataset):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-def _as_tuple(data) -> tuple:
-    return tuple(data) if isinstance(data, (tuple, list)) else (data,)
 
 
 __all__ = ["KHAT_GOOD", "KHAT_BAD", "DIMS", "to_inference_data", "training_dataset", "psis_khat",

@@ -6,10 +6,12 @@ or plate name assumed; the data plate is the plate at dim -1):
 
 * every latent local (inside the data plate, one per datapoint: VAE-like): each datapoint
   has its own log p(x_n) = log E_q(z|x_n)[p(x_n, z) / q(z | x_n)];
-* some latent global (theta, outside the data plate): the data set as a whole has one
-  log p(y) = log E_q[p(y, theta, z) / q(theta, z | y)] (:func:`joint_log_weights`), and each
-  datapoint a predictive density log E_q(theta)[p(y_n | theta)], the local latents z_n
-  integrated out by importance sampling (:func:`heldout_log_weights` with ``local=True``).
+* some latent global (theta, outside the data plate): q(theta) approximates the posterior
+  given the data the pair was fit to. Each datapoint, held out or not, has a predictive
+  density log E_q(theta)[p(y_n | theta)], the local latents z_n integrated out by importance
+  sampling (:func:`heldout_log_weights` with ``local=True``); the fitted data as a whole has one
+  log p(y) = log E_q[p(y, theta, z) / q(theta, z | y)] (:func:`joint_log_weights`), which
+  judges q(theta) and is only meaningful on the data q was fit to.
 
 Sign convention: an ELBO or log-likelihood is a log-density (higher is better, negative for
 discrete data); "-ELBO" / NLL in the literature are the same numbers with the sign flipped.
@@ -21,6 +23,7 @@ import math
 import pyro
 import torch
 
+from ..data.base import model_args
 from ..infer.importance import importance_sample, in_data_plate, log_importance_weights
 from ..infer.objectives import TraceELBO
 from ..nn import eval_mode
@@ -29,7 +32,7 @@ from .latents import (active_units, code_sparsity, guide_activity, has_sparse_pr
 
 
 def _batches(data, batch_size):
-    data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    data = model_args(data)
     for i in range(0, data[0].shape[0], batch_size):
         yield tuple(t[i:i + batch_size] for t in data)
 
@@ -77,7 +80,7 @@ def joint_log_weights(model, guide, data, k: int = 1000, chunk: int | None = Non
     weights of a model with global latents theta (for models without, their sum over
     datapoints of :func:`heldout_log_weights`). ``chunk`` draws are vectorized at a time (by
     default as many as keep a copy of the data to ~10^7 entries)."""
-    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    args = model_args(data)
     chunk = chunk or int(min(100, max(1, 1e7 // max(1, args[0].numel()))))
     out = []
     with eval_mode(model, guide), pyro.validation_enabled(False):
@@ -92,7 +95,7 @@ def joint_log_weights(model, guide, data, k: int = 1000, chunk: int | None = Non
 def global_latent_sites(model, guide, data) -> list[str]:
     """The model's latent sites outside the data plate (global latents), in trace order, from
     one run of the pair on ``data`` (the random state is left as it was)."""
-    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    args = model_args(data)
     sample = _one_run(model, guide, args)
     return [name for name, msg in sample.model_sites.items()
             if not msg["is_observed"] and not msg["infer"].get("_deterministic") and not in_data_plate(msg)]
@@ -118,16 +121,22 @@ def iwae_log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 64,
     return torch.logsumexp(log_w, 0) - math.log(k)
 
 
-def evaluate(model, guide, data, *, k: int = 1000, elbo_samples: int = 10, sparsity: bool | None = None) -> dict:
+def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: int = 10,
+             sparsity: bool | None = None) -> dict:
     """The standard numbers for a trained pair on held-out ``data`` (a tensor or a tuple of
     the model's arguments), log-densities per datapoint in nats:
 
-    * every latent local: ``test_elbo_nats`` (``elbo_samples`` draws per datapoint),
-      ``test_iwae_nats`` (importance-sampled log p(x_n), ``iwae_k`` = ``k`` draws);
-    * some latent global (theta): ``test_elbo_nats`` and ``test_iwae_nats`` are the full-data
-      ELBO and importance-sampled log p(y) (``k`` joint draws) divided by N,
-      ``test_lpd_nats`` the mean predictive density log E_q(theta)[p(y_n | theta)], and
-      ``global_latents`` names the global sites;
+    * ``test_elbo_nats`` and ``test_iwae_nats``: the ELBO (``elbo_samples`` draws per
+      datapoint) and the importance-sampled log p(x_n) (``iwae_k`` = ``k`` draws). With global
+      latents theta (``global_latents`` names the sites) log p(x_n) is the predictive density
+      log E_q(theta)[p(y_n | theta)] and the ELBO its bound E_q[log p(y_n, z | theta) -
+      log q(z | y_n, theta)], both from ``k`` draws of (theta, z): held-out numbers with the
+      same meaning as for an all-local model, whose theta is a point estimate;
+    * with global latents and ``fit_data`` (the data the guide was trained on): ``fit_elbo_nats``
+      and ``fit_iwae_nats``, the full-data ELBO and importance-sampled log p(y) of ``fit_data``
+      (``k`` joint draws) divided by its size: how well q(theta) fits the posterior it
+      approximates. On other data they would judge q against a posterior it never saw, so they
+      are computed on ``fit_data`` only (ignored for all-local models);
 
     and for the guide's local vector latents (found from its trace; per-step sites z_0..z_{T-1}
     are one variable z) ``active_units`` and, when ``sparsity`` (by default: the model's
@@ -135,11 +144,15 @@ def evaluate(model, guide, data, *, k: int = 1000, elbo_samples: int = 10, spars
     and ``code_sparsity_<name>`` for each."""
     if sparsity is None:
         sparsity = has_sparse_prior(model)
-    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    args = model_args(data)
     variables = latent_variables(guide, *args)
     global_sites = global_latent_sites(model, guide, args)
-    metrics = _global_bounds(model, guide, args, k, global_sites) if global_sites else _local_bounds(
-        model, guide, data, k, elbo_samples)
+    if global_sites:
+        metrics = {**_predictive_bounds(model, guide, args, k), "global_latents": list(global_sites)}
+        if fit_data is not None:
+            metrics.update(_fit_bounds(model, guide, model_args(fit_data), k))
+    else:
+        metrics = _local_bounds(model, guide, data, k, elbo_samples)
     for name, sites in variables.items():
         key = "" if len(variables) == 1 else f"_{name}"
         activity = (guide_activity(guide, *args, site=sites[0]) if len(sites) == 1
@@ -151,17 +164,21 @@ def evaluate(model, guide, data, *, k: int = 1000, elbo_samples: int = 10, spars
     return metrics
 
 
+
 def _local_bounds(model, guide, data, k, elbo_samples) -> dict:
     log_px = iwae_log_likelihood(model, guide, data, k=k)
     return {"test_elbo_nats": test_elbo(model, guide, data, num_samples=elbo_samples),
             "test_iwae_nats": float(log_px.mean()), "iwae_k": k}
 
 
-def _global_bounds(model, guide, args, k, global_sites) -> dict:
+def _predictive_bounds(model, guide, args, k) -> dict:
+    local = heldout_log_weights(model, guide, args, k, local=True).double()
+    return {"test_elbo_nats": float(local.mean()),
+            "test_iwae_nats": float((torch.logsumexp(local, 0) - math.log(k)).mean()), "iwae_k": k}
+
+
+def _fit_bounds(model, guide, args, k) -> dict:
     n = args[0].shape[0]
     log_w = joint_log_weights(model, guide, args, k).double()
-    local = heldout_log_weights(model, guide, args, k, local=True).double()
-    return {"test_elbo_nats": float(log_w.mean()) / n,
-            "test_iwae_nats": float(torch.logsumexp(log_w, 0) - math.log(k)) / n,
-            "test_lpd_nats": float((torch.logsumexp(local, 0) - math.log(k)).mean()),
-            "iwae_k": k, "global_latents": list(global_sites)}
+    return {"fit_elbo_nats": float(log_w.mean()) / n,
+            "fit_iwae_nats": float(torch.logsumexp(log_w, 0) - math.log(k)) / n}

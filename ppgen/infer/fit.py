@@ -21,6 +21,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from ..data.base import model_args
 from ..guides import check_sites
 from ..guides.sites import SiteStructure, site_structure
 from ..models.interfaces import ChecksData
@@ -123,7 +124,7 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
     cfg.check()
     if hasattr(data, "train") and hasattr(data, "val"):
         data, val_data = data.train, data.val if val_data is None else val_data
-    data, val_data = _as_tuple(data), _as_tuple(val_data) if val_data is not None else None
+    data, val_data = model_args(data), model_args(val_data) if val_data is not None else None
     if validate:
         _check_data(model, data, "training data")
         if val_data is not None:
@@ -298,7 +299,7 @@ def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles:
     model with global latents, the full-data ELBO over N: each batch's ELBO with its
     per-datapoint sites scaled by N/B (:class:`DataScaling`, found from a trace unless
     ``scaling`` is given), averaged over batches by their share of the rows."""
-    data = _as_tuple(data)
+    data = model_args(data)
     n = data[0].shape[0]
     if scaling is None:
         with _rng_untouched():
@@ -323,9 +324,6 @@ def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles:
 def _name(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
-
-def _as_tuple(data):
-    return tuple(data) if isinstance(data, (tuple, list)) else (data,)
 
 
 def _check_data(model, data, what: str) -> None:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.base import model_args
 from ..nn.device import resolve_device
 from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from .resume import check_settings
@@ -113,7 +114,7 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     dev = resolve_device(device)
-    data = tuple(t.to(dev) for t in (data if isinstance(data, (tuple, list)) else (data,)))
+    data = tuple(t.to(dev) for t in model_args(data))
     seed_all(config["seed"])
     step = make_step(dev)
     history = {"epoch": [], "seconds": [], "best_epoch": 0, "stopped_early": False}

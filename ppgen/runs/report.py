@@ -13,7 +13,7 @@ from .api import load_run
 from .files import read_json
 
 
-def report(target, guide=None, data=None, *, out="report.html", num_samples: int | None = None,
+def report(target, guide=None, data=None, *, out="report.html", fit_data=None, num_samples: int | None = None,
            importance_samples: int = IMPORTANCE_DRAWS, max_obs: int | None = None, device: str = "cpu",
            seed: int = 0, history=None, title: str | None = None) -> Report:
     """The diagnostics report, shown inline in a notebook (the returned :class:`Report`).
@@ -23,7 +23,9 @@ def report(target, guide=None, data=None, *, out="report.html", num_samples: int
     * ``report(model, guide, data, out="report.html")``: any trained pair (built-in or your
       own Pyro program) on held-out ``data`` (a tensor or a tuple of the model's arguments);
       writes ``out`` and the InferenceData beside it (``report.nc``). ``history`` (what
-      :func:`ppgen.fit` returned) adds the training curves.
+      :func:`ppgen.fit` returned) adds the training curves. For a model with global latents
+      pass ``fit_data``, the data the guide was trained on (it may be ``data`` itself): the
+      verdict on the globals is their joint k-hat there, the posterior q approximates.
 
     ``num_samples``: guide draws kept per datapoint (default 100, fewer for long sequences);
     ``importance_samples``: draws per datapoint for k-hat and log p(x); ``max_obs``: use
@@ -34,7 +36,7 @@ def report(target, guide=None, data=None, *, out="report.html", num_samples: int
         raise TypeError("ppgen.report takes a run directory, report(run_dir), or a trained pair and held-out data, "
                         "report(model, guide, data, out='report.html')")
     start = time.perf_counter()
-    ctx = diagnose(target, guide, _first(data, max_obs), num_samples=num_samples,
+    ctx = diagnose(target, guide, _first(data, max_obs), fit_data=fit_data, num_samples=num_samples,
                    importance_samples=importance_samples, history=history, seed=seed, decode_mean=decode_mean(target))
     name = getattr(target, "__name__", type(target).__name__)
     return write_report(ctx, out, title or f"ppgen report: {name}", subtitle=str(out), started=start)
