@@ -1,19 +1,27 @@
 """The ``ppgen`` command line: train, eval, sample (and the commands later issues add).
 
-Choices are read from the registries, so ``--help`` always lists what exists. Errors a user
-can fix (unknown names, missing files, incompatible choices, bad data) print one line and
-exit with status 2.
+Choices are read from the registries, so ``--help`` always lists what exists. Every failure
+prints one line that names the problem and exits non-zero: status 2 for errors a user can fix
+(unknown names, missing or broken files, incompatible choices, bad data, folders that cannot
+be written), 1 for anything unexpected, 130 for Ctrl-C (which says where the last checkpoint
+is and how to resume). ``--debug`` or ``PPGEN_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import shlex
 import sys
+from pathlib import Path
 
 import torch
 
 from . import data, likelihoods
+from .infer.checkpoint import load_checkpoint
 from .infer.objectives import ELBOS
 from .runs import FAMILIES
+from .runs.files import check_output_file
 
 
 def _registries() -> str:
@@ -26,10 +34,40 @@ def _registries() -> str:
     )
 
 
+def _checked(kind, test, what: str):
+    """An argparse type: ``kind`` (int or float) that must pass ``test`` (said as ``what``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    parse.__name__ = f"{what} {kind.__name__}"
+    return parse
+
+
+POSITIVE = _checked(int, lambda v: v >= 1, "a positive integer (>= 1)")
+COUNT = _checked(int, lambda v: v >= 0, "a non-negative integer")
+RATE = _checked(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+WEIGHT = _checked(float, lambda v: v >= 0 and math.isfinite(v), "a non-negative number")
+FRACTION = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line errors of the rest of the CLI (the usage is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="ppgen", description="Deep generative models as Pyro model/guide pairs.",
+    parser = Parser(prog="ppgen", description="Deep generative models as Pyro model/guide pairs.",
                                      epilog=_registries(), formatter_class=fmt)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also: environment variable PPGEN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and write a run directory", epilog=_registries(), formatter_class=fmt,
@@ -40,84 +78,86 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prior", default=None, help="prior name, one the model takes (default: the model's own)")
     t.add_argument("--guide", default=None, help="guide name, one the model takes (default: the model's own)")
     t.add_argument("--elbo", default=None, help="objective: " + ", ".join(ELBOS) + " (default: the family's)")
-    t.add_argument("--particles", type=int, default=None, dest="num_particles",
+    t.add_argument("--particles", "--num-particles", type=POSITIVE, default=None, dest="num_particles",
                    help="samples per datapoint (K for iwae)")
     t.add_argument("--likelihood", default=None,
                    help="p(x|z): " + ", ".join(likelihoods.LIKELIHOODS) + " (default: the data's)")
-    t.add_argument("--z-dim", type=int, default=None, help="latent size (default: the model family's, 16 for the VAEs)")
-    t.add_argument("--hidden", type=int, default=None, help="hidden units (default: the model family's, 256 for the VAEs)")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default: the family's; 1000 for the VAEs, an upper bound for early stopping)")
-    t.add_argument("--batch-size", type=int, default=None, help="default: the family's (128 for the Pyro models)")
-    t.add_argument("--lr", type=float, default=None, help="default: the family's (1e-3 for the Pyro models)")
-    t.add_argument("--beta", type=float, default=None, help="KL weight")
-    t.add_argument("--anneal-epochs", type=float, default=None, help="linear KL annealing from 0 to beta")
-    t.add_argument("--clip-norm", type=float, default=None)
+    t.add_argument("--z-dim", type=POSITIVE, default=None, help="latent size (default: the model family's, 16 for the VAEs)")
+    t.add_argument("--hidden", type=POSITIVE, default=None, help="hidden units (default: the model family's, 256 for the VAEs)")
+    t.add_argument("--epochs", type=POSITIVE, default=None, help="epochs (default: the family's; 1000 for the VAEs, an upper bound for early stopping)")
+    t.add_argument("--batch-size", type=POSITIVE, default=None, help="default: the family's (128 for the Pyro models)")
+    t.add_argument("--lr", type=RATE, default=None, help="default: the family's (1e-3 for the Pyro models)")
+    t.add_argument("--beta", type=WEIGHT, default=None, help="KL weight")
+    t.add_argument("--anneal-epochs", type=WEIGHT, default=None, help="linear KL annealing from 0 to beta")
+    t.add_argument("--clip-norm", type=RATE, default=None)
     t.add_argument("--lr-schedule", default=None, help="constant, cosine or step")
-    t.add_argument("--patience", type=int, default=None,
+    t.add_argument("--patience", type=COUNT, default=None,
                    help="early stopping after this many epochs without a better validation ELBO (default: 100 for the VAEs, off otherwise)")
-    t.add_argument("--weight-decay", type=float, default=None,
+    t.add_argument("--weight-decay", type=WEIGHT, default=None,
                    help="Adam L2 penalty (default: the model family's; 0.03 for the VAE family, tuned on digits)")
-    t.add_argument("--iwae-k", type=int, default=1000, help="importance samples for the test log-likelihood")
+    t.add_argument("--iwae-k", type=POSITIVE, default=None,
+                   help="importance samples for the test log-likelihood at the end of training (default: the family's, recorded as iwae_k in metrics.json; ppgen eval --iwae-k 1000 for the paper-grade number)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--seed", type=COUNT, default=None)
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     c = t.add_argument_group("conv_vae, gan, vaegan and deconv (the model's default when not given)")
-    c.add_argument("--width", type=int, default=None, help="conv channels at full resolution")
+    c.add_argument("--width", type=POSITIVE, default=None, help="conv channels at full resolution")
     c.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="spectral norm in the discriminator (default: on for gan, off for vaegan)")
-    c.add_argument("--gradient-penalty", type=float, default=None, help="R1 penalty weight on the discriminator")
-    c.add_argument("--adversarial-weight", type=float, default=None, help="vaegan: weight of -log D(x~) in the loss")
-    c.add_argument("--feature-weight", type=float, default=None,
+    c.add_argument("--gradient-penalty", type=WEIGHT, default=None, help="R1 penalty weight on the discriminator")
+    c.add_argument("--adversarial-weight", type=WEIGHT, default=None, help="vaegan: weight of -log D(x~) in the loss")
+    c.add_argument("--feature-weight", type=WEIGHT, default=None,
                    help="vaegan: weight of the discriminator-feature reconstruction term (Larsen et al.)")
     c.add_argument("--task", default=None, help="deconv: sr2, sr4 or denoise")
     v = t.add_argument_group("vrnn")
     v.add_argument("--rnn", default=None, help="recurrence: gru or lstm (default gru)")
-    v.add_argument("--dropout", type=float, default=None,
+    v.add_argument("--dropout", type=FRACTION, default=None,
                    help="dropout on phi_x(x_t) and the decoder input in training (default 0)")
-    v.add_argument("--transpose", type=int, default=None,
+    v.add_argument("--transpose", type=COUNT, default=None,
                    help="augment the training pieces with their copies moved by -N..N semitones (default 0)")
 
     e = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
     e.add_argument("run_dir")
-    e.add_argument("--iwae-k", type=int, default=1000)
+    e.add_argument("--iwae-k", type=POSITIVE, default=1000, help="importance samples for the test log-likelihood")
     e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=COUNT, default=0, help="seed of the evaluation (recorded as eval_seed)")
 
     s = sub.add_parser("sample", help="draw samples from a trained run into a figure")
     s.add_argument("run_dir")
-    s.add_argument("-n", type=int, default=64)
+    s.add_argument("-n", type=POSITIVE, default=64)
     s.add_argument("--out", required=True, help="output PNG")
     s.add_argument("--device", default="auto")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--length", type=int, default=None, help="frames per sequence (sequence models; default 64)")
+    s.add_argument("--seed", type=COUNT, default=0)
+    s.add_argument("--length", type=POSITIVE, default=None, help="frames per sequence (sequence models; default 64)")
 
     k = sub.add_parser("continue", help="continue real test sequences from their first frames (sequence models)")
     k.add_argument("run_dir")
-    k.add_argument("--prefix", type=int, default=16, help="frames of the real sequence to condition on")
-    k.add_argument("--steps", type=int, default=32, help="frames to generate after the prefix")
-    k.add_argument("-n", type=int, default=4, help="continuations to draw")
-    k.add_argument("--piece", type=int, default=None, help="test sequence index (default: the first long enough)")
-    k.add_argument("--iwae-k", type=int, default=100, help="importance draws for the true continuation's log-likelihood")
+    k.add_argument("--prefix", type=POSITIVE, default=16, help="frames of the real sequence to condition on")
+    k.add_argument("--steps", type=POSITIVE, default=32, help="frames to generate after the prefix")
+    k.add_argument("-n", type=POSITIVE, default=4, help="continuations to draw")
+    k.add_argument("--piece", type=COUNT, default=None, help="test sequence index (default: the first long enough)")
+    k.add_argument("--iwae-k", type=POSITIVE, default=100, help="importance draws for the true continuation's log-likelihood")
     k.add_argument("--out", required=True, help="output PNG (MIDI files are written beside it)")
     k.add_argument("--device", default="auto")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--seed", type=COUNT, default=0)
     r = sub.add_parser("report", help="write DIR/report.html (posterior diagnostics) and DIR/posterior.nc")
     r.add_argument("run_dir")
-    r.add_argument("--samples", type=int, default=None, dest="num_samples",
+    r.add_argument("--samples", type=POSITIVE, default=None, dest="num_samples",
                    help="guide draws kept per datapoint (default 100; fewer for long sequences)")
-    r.add_argument("--importance-samples", type=int, default=1000, help="draws per datapoint for k-hat and log p(x)")
-    r.add_argument("--max-obs", type=int, default=None, help="use only the first N test datapoints")
+    r.add_argument("--importance-samples", type=POSITIVE, default=1000, help="draws per datapoint for k-hat and log p(x)")
+    r.add_argument("--max-obs", type=POSITIVE, default=None, help="use only the first N test datapoints")
     r.add_argument("--device", default="cpu")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=COUNT, default=0)
 
     q = sub.add_parser("quality", help="compare runs on one dataset by sample quality (table and figure)")
     q.add_argument("run_dirs", nargs="+", metavar="DIR")
     q.add_argument("--data", required=True, help="the dataset every run was trained on")
     q.add_argument("--out", required=True, help="Markdown table FILE; FILE.json and FILE.png are written beside it")
-    q.add_argument("-n", type=int, default=None, dest="n_samples", help="samples per run (default: test split size)")
+    q.add_argument("-n", type=POSITIVE, default=None, dest="n_samples", help="samples per run (default: test split size)")
     q.add_argument("--device", default="cpu")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=COUNT, default=0)
     return parser
 
 
@@ -138,12 +178,13 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     from .runs import eval_run
 
-    _print_metrics(eval_run(args.run_dir, args.device, args.iwae_k), args.run_dir)
+    _print_metrics(eval_run(args.run_dir, args.device, args.iwae_k, seed=args.seed), args.run_dir)
 
 
 def cmd_sample(args) -> None:
     from .runs import open_run
 
+    check_output_file(args.out)
     torch.manual_seed(args.seed)
     run = open_run(args.run_dir, args.device)
     for path in run.family.sample(run.parts, args.n, args.out, run.dataset, run.config, args.length):
@@ -153,6 +194,7 @@ def cmd_sample(args) -> None:
 def cmd_continue(args) -> None:
     from .runs import open_run
 
+    check_output_file(args.out)
     torch.manual_seed(args.seed)
     run = open_run(args.run_dir, args.device)
     if run.family.continue_run is None:
@@ -177,6 +219,7 @@ def cmd_report(args) -> None:
 def cmd_quality(args) -> None:
     from .runs.compare import compare_runs, markdown_table, write_comparison
 
+    check_output_file(args.out)
     result = compare_runs(args.run_dirs, args.data, n_samples=args.n_samples, device=args.device, seed=args.seed)
     paths = write_comparison(result, args.out)
     print(markdown_table(result))
@@ -186,6 +229,10 @@ def cmd_quality(args) -> None:
 HANDLERS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "continue": cmd_continue,
             "report": cmd_report, "quality": cmd_quality}
 
+#: errors a user causes and can fix (bad arguments, files, settings): exit status 2; anything
+#: else is a bug or an environment failure: exit status 1. Both print one line.
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError)
+
 
 def _print_metrics(metrics: dict, where) -> None:
     width = max(map(len, metrics))
@@ -194,17 +241,54 @@ def _print_metrics(metrics: dict, where) -> None:
     print(f"run directory: {where}")
 
 
+def describe(error: BaseException) -> str:
+    """One line for an error: its message's first line (a KeyError's bare key said as such);
+    an unexpected error also names its type and how to see the traceback."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    if isinstance(error, KeyError):
+        return f"missing entry {line}"
+    if isinstance(error, USER_ERRORS):
+        return line
+    return f"{type(error).__name__}: {line} (unexpected; rerun with --debug for the traceback)"
+
+
+def interrupted(args, argv: list[str]) -> str:
+    """What Ctrl-C leaves behind: for ``train``, the last checkpoint and how to go on."""
+    if args.command != "train":
+        return "interrupted"
+    checkpoint = Path(args.out) / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return "interrupted before the first checkpoint; nothing to resume"
+    state = load_checkpoint(checkpoint)
+    if state.get("finished") or state["epoch"] >= state["config"]["epochs"]:
+        return (f"interrupted after training finished (epoch {state['epoch']}, checkpoint {checkpoint}); "
+                f"compute the metrics with: ppgen eval {shlex.quote(str(args.out))}")
+    again = argv if "--resume" in argv else [*argv, "--resume"]
+    return (f"interrupted; the last checkpoint is {checkpoint} (epoch {state['epoch']} of "
+            f"{state['config']['epochs']}); resume with: ppgen {shlex.join(again)}")
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("PPGEN_DEBUG", "") not in ("", "0")
     # Weight decay pushes the weights of dead units through the subnormal range, where CPU
     # arithmetic is several times slower (BENCHMARKS.md, JSB Chorales); this process
     # is ours, so flush subnormals to zero (where the CPU supports it).
     torch.set_flush_denormal(True)
     try:
         HANDLERS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as e:
-        print(f"ppgen {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"ppgen {args.command}: {interrupted(args, argv)}", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure ends as one line; --debug shows the traceback
+        if debug:
+            raise
+        print(f"ppgen {args.command}: error: {describe(e)}", file=sys.stderr)
+        return 2 if isinstance(e, USER_ERRORS) else 1
     return 0
 
 

@@ -80,7 +80,7 @@ def test_help_lists_registries():
     (["train", "gan", "--prior", "laplace"], "gan does not take the prior 'laplace'; it takes no prior or guide"),
     (["eval", "/no/such/run"], "run directory not found"),
     (["train", "vrnn", "--data", "synthetic:real", "--transpose", "2"], "transpose needs 88-key piano rolls"),
-    (["train", "vrnn", "--data", "synthetic", "--dropout", "1.5"], "dropout must be a probability"),
+    (["train", "vrnn", "--data", "synthetic", "--dropout", "1.5"], "1.5 is not in [0, 1)"),
     (["train", "vrnn", "--data", "synthetic", "--likelihood", "poisson"], "unknown likelihood 'poisson'"),
 ])
 def test_user_errors_are_one_line(args, message, tmp_path):
@@ -113,3 +113,6 @@ def test_vrnn_train_sample_continue(tmp_path):
     assert "continuation_log_lik_per_frame_nats" in out and (tmp_path / "c.png").is_file()
     result = ppgen("continue", tmp_path / "nope", "--out", tmp_path / "x.png", check=False)
     assert result.returncode == 2 and "run directory not found" in result.stderr
+    result = ppgen("continue", run, "--piece", "9999", "--out", tmp_path / "x.png", "--device", "cpu", check=False)
+    assert result.returncode == 2 and "piece 9999 does not exist: the test split has" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -104,3 +104,214 @@ def test_model_rejects_wrong_shape(digits):
     vae = VAE.for_data(digits)
     with pytest.raises(ValueError, match=r"shape \[N, 64\]"):
         vae.check_data(torch.zeros(3, 10))
+
+
+# -- every real dtype, converted once to the model's dtype ----------------------------------------
+COUNTS = np.random.default_rng(0).integers(0, 17, size=(60, 5))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                                   np.uint64, np.float16, np.float32, np.float64, np.longdouble, ">f8", ">i4"])
+def test_counts_of_any_dtype_become_model_dtype_and_stay_counts(dtype):
+    ds = data.as_dataset(COUNTS.astype(dtype))
+    for split in (ds.train, ds.val, ds.test):
+        assert split.dtype == torch.get_default_dtype()
+    assert ds.likelihood == "categorical" and ds.likelihood_kwargs == {"levels": 17}
+    every = torch.cat([ds.train, ds.val, ds.test]).sort(0).values
+    assert torch.equal(every, torch.from_numpy(np.sort(COUNTS, 0)).float())
+
+
+def test_bool_and_float_arrays_keep_their_likelihood():
+    bits = np.random.default_rng(1).random((40, 6)) < 0.5
+    assert data.as_dataset(bits).likelihood == "bernoulli"
+    assert data.as_dataset(torch.from_numpy(bits)).train.dtype == torch.float32
+    unit = data.as_dataset(np.random.default_rng(2).random((40, 6)))          # float64 in [0, 1]
+    assert unit.likelihood == "continuous_bernoulli" and unit.train.dtype == torch.float32
+    wide = data.as_dataset(torch.randn(40, 3, dtype=torch.float64) * 100)
+    assert wide.likelihood == "normal" and wide.train.dtype == torch.float32
+    # the guess sees the exact values: 1 - 1e-12 is not a count, though float32 rounds it to 1
+    near = np.where(np.random.default_rng(3).random((40, 6)) < 0.5, 0.0, 1 - 1e-12)
+    assert data.as_dataset(near).likelihood == "continuous_bernoulli"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.ones((10, 3), dtype=np.complex128), "real-valued"),
+    (torch.ones(10, 3, dtype=torch.complex64), "real-valued"),
+    (np.array([[{}, {}]] * 10, dtype=object), "numeric"),
+    (np.array([["a", "b"]] * 10), "numeric"),
+])
+def test_complex_object_and_string_arrays_are_refused(bad, message):
+    with pytest.raises(TypeError, match=message):
+        data.as_dataset(bad)
+
+
+def test_float64_npy_trains_a_vae(tmp_path):
+    from ppgen.guides import DiagonalNormalGuide
+    from ppgen.infer import fit
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).random((120, 8)))                   # float64, as np.save writes
+    ds = data.load(str(path))
+    assert ds.train.dtype == torch.float32
+    model = VAE.for_data(ds, z_dim=2, hidden=8)
+    guide = DiagonalNormalGuide.for_model(model, hidden=8)
+    history = fit(model, guide, ds.train, ds.val, epochs=1, batch_size=50, progress=False, device="cpu")
+    assert history.epoch == [1] and np.isfinite(history.train_elbo[-1]) and np.isfinite(history.val_elbo[-1])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.uint16, bool])
+def test_npz_and_idx_of_other_dtypes(tmp_path, dtype):
+    rng = np.random.default_rng(4)
+    x = (rng.random((30, 4)) < 0.5).astype(dtype)
+    np.savez(tmp_path / "s.npz", train=x, test=x[:5])
+    ds = data.load(str(tmp_path / "s.npz"))
+    assert ds.train.dtype == torch.float32 and ds.likelihood == "bernoulli" and ds.test.shape == (5, 4)
+    np.savez(tmp_path / "one.npz", x)                                              # a single array: like .npy
+    assert data.load(str(tmp_path / "one.npz")).x_dim == 4
+    idx = data.write_idx(tmp_path / "imgs-idx3", (x.reshape(30, 2, 2) * 200).astype(np.uint8))
+    assert data.load(str(idx)).train.dtype == torch.float32
+
+
+# -- bad files: one clear error that names the file --------------------------------------------------
+def _write_npy_bytes(path, content):
+    path.write_bytes(content)
+
+
+def _pickled_objects(path):
+    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+
+
+def _raw_pickle(path):
+    import pickle
+
+    path.write_bytes(pickle.dumps([[1.0, 2.0]]))
+
+
+def _truncated_npy(path):
+    np.save(path, np.zeros((100, 10)))
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _truncated_npz(path):
+    np.savez(path, train=np.zeros((100, 10)), test=np.zeros((10, 10)))
+    path.write_bytes(path.read_bytes()[:700])
+
+
+def _complex_npy(path):
+    np.save(path, np.ones((10, 2), dtype=complex))
+
+
+def _nan_npy(path):
+    np.save(path, np.array([[0.0, np.inf], [np.nan, 1.0]] * 10))
+
+
+def _rank_one_npy(path):
+    np.save(path, np.arange(20.0))
+
+
+def _npz_without_splits(path):
+    np.savez(path, a=np.zeros((5, 2)), b=np.zeros((5, 2)))
+
+
+def _object_npz(path):
+    np.savez(path, train=np.array([{}] * 5, dtype=object), test=np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("name, write, error, message", [
+    ("empty.npy", lambda p: p.write_bytes(b""), ValueError, r"is empty \(0 bytes\), not a valid \.npy file"),
+    ("noise.npy", lambda p: p.write_bytes(np.random.default_rng(0).bytes(300)), ValueError,
+     r"is not a valid \.npy file: it does not start with the NumPy header"),
+    ("objects.npy", _pickled_objects, ValueError, r"array of Python objects.*refuses to unpickle"),
+    ("pickle.npy", _raw_pickle, ValueError, r"is a Python pickle, not a \.npy file; ppgen never unpickles"),
+    ("short.npy", _truncated_npy, ValueError, r"is truncated: .*\(100, 10\).*8000 bytes.*only 172 bytes follow"),
+    ("short.npz", _truncated_npz, ValueError, r"is not a valid \.npz file \(BadZipFile"),
+    ("complex.npy", _complex_npy, TypeError, "complex numbers"),
+    ("nan.npy", _nan_npy, ValueError, r"train data contains 20 non-finite values \(NaN or inf\)"),
+    ("flat.npy", _rank_one_npy, ValueError, r"got shape \(20,\); a single feature per row needs shape \[N, 1\]"),
+    ("splits.npz", _npz_without_splits, ValueError, r"must hold arrays 'train' and 'test'.*holds \['a', 'b'\]"),
+    ("objects.npz", _object_npz, ValueError, r"\(array 'train'\) holds an array of Python objects"),
+    ("text.npz", lambda p: p.write_text("1,2,3\n"), ValueError, r"is not a valid \.npz file: it does not start"),
+    ("noise.idx", lambda p: p.write_bytes(b"hello world"), ValueError, r"is not an IDX file.*ppgen reads"),
+])
+def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, monkeypatch, name, write, error, message):
+    # np.load would unpickle through pickle.loads: make any attempt fail loudly
+    import pickle
+
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("a data file was unpickled"))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("a data file was unpickled"))
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(error, match=message) as raised:
+        data.load(str(path))
+    assert type(raised.value) is error and str(path) in str(raised.value)
+
+
+def test_truncated_gzip_idx_and_folder_without_idx(tmp_path):
+    path = data.write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((50, 4, 4), np.uint8))
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz is not a valid IDX file \((EOFError|BadGzip)"):
+        data.read_idx(path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hi")
+    with pytest.raises(FileNotFoundError, match=r"folder must contain train-images.*holds \['notes\.txt'\]"):
+        data.load(str(folder))
+
+
+@pytest.mark.parametrize("spec", ["missing.npy", "missing.npz", "missing-idx", "jsb:missing.mat",
+                                  "jsb:missing.pickle", "missing.mat"])
+def test_missing_files_name_the_path(tmp_path, monkeypatch, spec):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)) as raised:
+        data.load(spec)
+    assert "missing" in str(raised.value)
+
+
+def test_missing_files_for_direct_loaders(tmp_path):
+    from ppgen.data.midi import read_midi
+
+    for load in (data.load_numpy, data.load_idx, data.read_idx, data.load_polyphonic, read_midi):
+        with pytest.raises(FileNotFoundError, match="gone"):
+            load(tmp_path / "gone")
+
+
+def test_a_file_that_is_not_midi_is_named(tmp_path):
+    from ppgen.data.midi import read_midi
+
+    path = tmp_path / "song.mid"
+    path.write_bytes(b"not a midi file at all")
+    with pytest.raises(ValueError, match=r"song\.mid is not a valid MIDI file"):
+        read_midi(path)
+
+
+# -- specs that work from any folder ---------------------------------------------------------------
+def test_resolve_spec_makes_paths_absolute(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    assert data.resolve_spec("x.npy") == str(tmp_path / "x.npy")
+    assert data.resolve_spec("sub/../x.npz") == str(tmp_path / "x.npz")
+    assert data.resolve_spec("jsb:rel/path.mat") == f"jsb:{tmp_path / 'rel/path.mat'}"
+    assert data.resolve_spec("chorales:cache") == f"chorales:{tmp_path / 'cache'}"
+    assert data.resolve_spec("~/d.npy") == os.path.join(os.path.expanduser("~"), "d.npy")
+    for unchanged in ("digits", "sprites:64", "synthetic:real", "jsb", "/abs/x.npy", "jsb:/abs/J.mat"):
+        assert data.resolve_spec(unchanged) == unchanged
+
+
+def test_a_resolved_spec_loads_the_same_data_from_another_folder(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    np.save(tmp_path / "a" / "x.npy", np.random.default_rng(0).random((30, 3)))
+    monkeypatch.chdir(tmp_path / "a")
+    spec = data.resolve_spec("x.npy")
+    first = data.load(spec)
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(FileNotFoundError):
+        data.load("x.npy")
+    assert torch.equal(data.load(spec).train, first.train)
+
+
+def test_load_vectors_refuses_sequence_data():
+    assert data.load_vectors("digits").x_dim == 64
+    with pytest.raises(ValueError, match="holds sequences.*ppgen train vrnn"):
+        data.load_vectors("synthetic")

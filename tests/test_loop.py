@@ -120,9 +120,11 @@ def test_families_declare_what_they_take():
 
 def test_family_settings_fill_defaults_once_and_refuse_what_it_does_not_take():
     vaegan = family("vaegan").settings({"model": "vaegan", "data": "digits", "lr": None, "feature_weight": 0.5,
-                                        "rnn": "lstm"})
+                                        "rnn": None})
     assert vaegan["lr"] == 1e-3 and vaegan["feature_weight"] == 0.5 and vaegan["adversarial_weight"] == 10.0
     assert "rnn" not in vaegan and vaegan["betas"] == [0.5, 0.999]  # as config.json stores it
+    with pytest.raises(ValueError, match=r"vaegan does not take --rnn, --transpose; its options: .*--feature-weight"):
+        family("vaegan").settings({"model": "vaegan", "data": "digits", "rnn": "lstm", "transpose": 3})
     gan = family("gan").settings({"model": "gan", "data": "digits"})
     assert gan["spectral_norm"] is True and "prior" not in gan and "image_shape" not in gan
     assert family("vae").settings({"model": "vae", "data": "digits"})["epochs"] == 1000

@@ -82,10 +82,10 @@ def test_pickle_refuses_anything_but_plain_data(tmp_path):
             return (os.system, ("echo pwned",))
 
     path = write_pickle(tmp_path / "evil.pickle", {"train": [Evil()], "valid": [], "test": []})
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(ValueError, match=r"evil\.pickle: refusing to load .*system \(nothing was run\)"):
         load_polyphonic(path)
     path = write_pickle(tmp_path / "arr.pickle", {"train": [np.zeros((2, 88))], "valid": [], "test": []})
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(ValueError, match="refusing"):
         load_polyphonic(path)
 
 
@@ -194,3 +194,30 @@ def test_transposed_keeps_every_note_count():
     assert torch.equal(xt.sum((1, 2)), x.sum((1, 2)).repeat(13))
     with pytest.raises(ValueError, match="shape"):
         transposed((x[0], mask[0]), [1])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"is empty \(0 bytes\), not a valid MATLAB \.mat file"),
+    (b"this is a text file, not MATLAB\n" * 20, r"is not a valid MATLAB \.mat file \((MatReadError|ValueError)"),
+    (b"short text\n", r"is not a valid MATLAB \.mat file \((MatReadError|ValueError)"),
+])
+def test_a_file_that_is_not_a_mat_file_is_named(tmp_path, content, message):
+    path = tmp_path / "JSB_Chorales.mat"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as error:
+        load(f"jsb:{path}")
+    assert str(path) in str(error.value) and "JSB_Chorales.mat" in str(error.value)
+
+
+def test_a_damaged_pickle_is_named(tmp_path):
+    path = write_pickle(tmp_path / "jsb.pickle", {"train": [[[60]]], "valid": [[[60]]], "test": [[[60]]]})
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match=r"jsb\.pickle is not a valid polyphonic music pickle"):
+        load_polyphonic(path)
+
+
+def test_a_mat_path_loads_directly_and_missing_files_are_named(tmp_path, monkeypatch):
+    assert isinstance(load(str(JSB)), SequenceDataset)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"not found: rel/J.mat \\(looked in {tmp_path}\\)"):
+        load("jsb:rel/J.mat")

@@ -2,17 +2,21 @@
 
 Every loader returns a :class:`Dataset` (train/val/test tensors plus the likelihood that
 suits them). ``load(spec)`` turns a CLI-style string into one: a registry name
-(``digits``), ``name:argument`` (``jsb:PATH``), or a path to IDX / ``.npy`` / ``.npz`` files.
+(``digits``), ``name:argument`` (``jsb:PATH``), or a path to IDX / ``.npy`` / ``.npz`` /
+``.mat`` files. A bad file raises one ``FileNotFoundError``, ``ValueError`` or ``TypeError``
+that names it (see :mod:`ppgen.data.files`); :func:`resolve_spec` makes a spec location-free.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from .arrays import load_numpy
 from .base import Dataset, as_dataset, check_images, check_tensor, model_args
 from .digits import load_digits
 from .idx import load_idx, read_idx, write_idx
 from .sprites import load_sprites
-from .polyphonic import SequenceDataset, load_chorales, load_jsb, load_synthetic, transposed
+from .polyphonic import SequenceDataset, load_chorales, load_jsb, load_polyphonic, load_synthetic, transposed
 
 DATASETS = {
     "digits": load_digits,
@@ -22,33 +26,61 @@ DATASETS = {
     "synthetic": load_synthetic,
 }
 
+#: Registry datasets whose ``name:argument`` argument is a file or folder (jsb's .mat file,
+#: chorales' cache folder): :func:`resolve_spec` makes it absolute.
+PATH_ARGUMENTS = frozenset({"jsb", "chorales"})
+
+#: Loaders of a dataset file by its suffix; any other file or a folder is read as IDX.
+FILE_LOADERS = {
+    ".npy": load_numpy,
+    ".npz": load_numpy,
+    ".mat": load_polyphonic,
+    ".pickle": load_polyphonic,
+    ".pkl": load_polyphonic,
+}
+
 
 def load(spec: str, **kwargs) -> Dataset:
-    """Load a dataset from a registry name, ``name:argument`` or a path."""
+    """Load a dataset from a registry name, ``name:argument`` or a path (``.npy``/``.npz``
+    arrays, ``.mat``/``.pickle`` piano rolls, or IDX files / a folder of them)."""
     name, _, arg = spec.partition(":")
     if name in DATASETS:
         return DATASETS[name](arg, **kwargs) if arg else DATASETS[name](**kwargs)
     path = Path(spec).expanduser()
     if path.exists():
-        if path.suffix in (".npy", ".npz"):
-            return _load_numpy(path)
-        return load_idx(path, **kwargs)
+        return FILE_LOADERS.get(path.suffix.lower(), load_idx)(path, **kwargs)
     known = ", ".join(sorted(DATASETS))
-    raise FileNotFoundError(f"no dataset named {spec!r} and no such file or directory (known datasets: {known})")
+    where = "" if path.is_absolute() else f" ({path.absolute()})"
+    raise FileNotFoundError(f"no dataset named {spec!r} and no such file or directory{where} "
+                            f"(known datasets: {known}; files: .npy, .npz, .mat, .pickle, IDX)")
 
 
-def _load_numpy(path: Path) -> Dataset:
-    import numpy as np
-
-    arrays = np.load(path)
-    if path.suffix == ".npy":
-        return as_dataset(arrays, name=path.stem)
-    missing = {"train", "test"} - set(arrays.files)
-    if missing:
-        raise ValueError(f"{path} must hold arrays 'train' and 'test' (and optionally 'val'); missing {sorted(missing)}")
-    return as_dataset(arrays["train"], val=arrays["val"] if "val" in arrays.files else None,
-                      test=arrays["test"], name=path.stem)
+def load_vectors(spec: str, **kwargs) -> Dataset:
+    """:func:`load` for models of flat vectors ``[N, features]``: a clear ``ValueError`` when
+    ``spec`` names sequence data (piano rolls), which only sequence models take."""
+    dataset = load(spec, **kwargs)
+    if isinstance(dataset, SequenceDataset):
+        raise ValueError(f"{spec!r} holds sequences ({dataset!r}); this model takes flat vectors "
+                         "[N, features]: use a sequence model (ppgen train vrnn) or an array file")
+    return dataset
 
 
-__all__ = ["Dataset", "model_args", "SequenceDataset", "DATASETS", "as_dataset", "check_tensor", "check_images", "load", "load_digits", "transposed",
-           "load_idx", "read_idx", "write_idx"]
+def resolve_spec(spec: str) -> str:
+    """``spec`` with any relative path made absolute (``~`` expanded), so that it loads the
+    same data from any working folder: ``x.npy`` -> ``/abs/x.npy``, ``jsb:rel/J.mat`` ->
+    ``jsb:/abs/rel/J.mat``; registry names and their other arguments (``digits``,
+    ``sprites:64``, ``synthetic:real``) are returned unchanged. Nothing is checked to exist."""
+    name, sep, arg = spec.partition(":")
+    if name in DATASETS:
+        return f"{name}:{_absolute(arg)}" if sep and arg and name in PATH_ARGUMENTS else spec
+    return _absolute(spec)
+
+
+def _absolute(path: str) -> str:
+    # abspath, not resolve(): normalises '..' but keeps symlinks as the user named them
+    return os.path.abspath(os.path.expanduser(path))
+
+
+__all__ = ["Dataset", "model_args", "SequenceDataset", "DATASETS", "FILE_LOADERS", "PATH_ARGUMENTS", "as_dataset",
+           "check_tensor", "check_images", "load", "load_vectors", "load_digits", "load_numpy", "load_polyphonic", "resolve_spec",
+           "transposed", "load_idx", "read_idx", "write_idx"]

@@ -41,30 +41,70 @@ def model_args(data) -> tuple:
     return tuple(data) if isinstance(data, (tuple, list)) else (data,)
 
 
-def check_tensor(x, what: str = "data", rank: int | None = 2) -> torch.Tensor:
-    """Return ``x`` as a float tensor after checking rank, emptiness, dtype and finiteness."""
+def real_tensor(x, what: str = "data") -> torch.Tensor:
+    """``x`` (numpy array or tensor of real numbers: bool, any integer or float width) as a
+    tensor in a dtype that torch computes with, values unchanged; complex, object, string,
+    datetime or structured data raise ``TypeError``. Not yet converted to the model's dtype,
+    so integer counts stay exactly integer for :func:`guess_likelihood`."""
     if isinstance(x, np.ndarray):
-        if x.dtype == object or not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-            raise TypeError(f"{what} must be numeric, got dtype {x.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = torch.from_numpy(np.ascontiguousarray(_torch_compatible(x, what)))
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor or numpy array, got {type(x).__name__}")
     if x.is_complex():
-        raise TypeError(f"{what} must be real-valued, got dtype {x.dtype}")
+        raise TypeError(f"{what} must be real-valued, got complex dtype {x.dtype}; "
+                        "pass the real part, or real and imaginary parts as separate features")
+    if x.dtype == torch.bool:
+        return x.to(torch.uint8)
+    if x.dtype in _WIDE_UNSIGNED:  # torch has few kernels for uint16/32/64: widen exactly
+        return x.to(_WIDE_UNSIGNED[x.dtype])
+    return x
+
+
+#: Unsigned integer dtypes torch stores but barely computes with, and the exact wider type used.
+_WIDE_UNSIGNED = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.float64}
+
+
+def _torch_compatible(a: np.ndarray, what: str) -> np.ndarray:
+    """A numpy array of real numbers in native byte order and a dtype torch.from_numpy takes."""
+    kind = a.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{what} must be real-valued, got complex dtype {a.dtype}; "
+                        "pass the real part, or real and imaginary parts as separate features")
+    if kind not in "biuf":
+        # object arrays would be Python objects, not numbers; strings, dates and records likewise
+        raise TypeError(f"{what} must be numeric (bool, integer or float), got dtype {a.dtype}")
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if kind == "f" and a.dtype.itemsize > 8:  # long double: torch stops at float64
+        a = a.astype(np.float64)
+    return a
+
+
+def check_tensor(x, what: str = "data", rank: int | None = 2) -> torch.Tensor:
+    """``x`` as a tensor of the model's dtype (``torch.get_default_dtype()``) after checking
+    type, rank, emptiness and finiteness; any real numeric dtype is accepted."""
+    x = checked_values(x, what, rank)
+    return x.to(torch.get_default_dtype())
+
+
+def checked_values(x, what: str = "data", rank: int | None = 2) -> torch.Tensor:
+    """Like :func:`check_tensor` but keeping the values' own dtype (see :func:`real_tensor`)."""
+    x = real_tensor(x, what)
     if rank is not None and x.dim() != rank:
         raise ValueError(f"{what} must have {rank} dimensions [N, features], got shape {tuple(x.shape)}")
     if x.numel() == 0 or x.shape[0] == 0:
         raise ValueError(f"{what} is empty (shape {tuple(x.shape)})")
-    x = x.float() if not x.is_floating_point() else x
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contains {(~torch.isfinite(x)).sum().item()} non-finite values (NaN or inf)")
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError(f"{what} contains {(~torch.isfinite(x)).sum().item()} non-finite values (NaN or inf); "
+                         "drop or impute them first")
     return x
 
 
 def guess_likelihood(x: torch.Tensor) -> tuple[str, dict]:
     """The default p(x|z) for values: binary -> Bernoulli, small integers -> categorical,
-    [0, 1] -> continuous Bernoulli, anything else -> Normal."""
-    is_int = bool((x == x.round()).all())
+    [0, 1] -> continuous Bernoulli, anything else -> Normal. ``x`` may be of any real dtype
+    (call it before converting to the model's dtype, so that counts are judged exactly)."""
+    is_int = not x.is_floating_point() or bool((x == x.round()).all())
     lo, hi = x.min().item(), x.max().item()
     if is_int and lo >= 0 and hi <= 1:
         return "bernoulli", {}
@@ -78,7 +118,8 @@ def guess_likelihood(x: torch.Tensor) -> tuple[str, dict]:
 def as_dataset(train, val=None, test=None, *, name: str = "array", likelihood: str | None = None,
                image_shape: tuple | None = None, val_fraction: float = 0.1,
                test_fraction: float = 0.1, seed: int = 0) -> Dataset:
-    """Wrap user arrays. Images ``[N, H, W]`` or ``[N, C, H, W]`` are flattened (their shape is
+    """Wrap user arrays (numpy or torch, any real dtype; stored in the model's dtype,
+    ``torch.get_default_dtype()``). Images ``[N, H, W]`` or ``[N, C, H, W]`` are flattened (their shape is
     kept in ``image_shape``). Missing val/test splits are cut from ``train`` by a seeded
     permutation."""
     train = _flatten(train, "train data")
@@ -103,18 +144,21 @@ def as_dataset(train, val=None, test=None, *, name: str = "array", likelihood: s
         if t.shape[1] != train.shape[1]:
             raise ValueError(f"{split} data have {t.shape[1]} features but train data have {train.shape[1]}")
     kind, kwargs = (likelihood, {}) if likelihood else guess_likelihood(torch.cat([train, val, test]))
-    return Dataset(name, train, val, test, kind, kwargs, image_shape)
+    # the one conversion to the model's dtype, after the guess has seen the exact values
+    dtype = torch.get_default_dtype()
+    return Dataset(name, train.to(dtype), val.to(dtype), test.to(dtype), kind, kwargs, image_shape)
 
 
 def _flatten(x, what):
-    x = check_tensor(x, what, rank=None)
+    x = checked_values(x, what, rank=None)
     if x.dim() == 2:
         return x, None
     if x.dim() == 3:
         return x.reshape(x.shape[0], -1), (1, *x.shape[1:])
     if x.dim() == 4:
         return x.reshape(x.shape[0], -1), tuple(x.shape[1:])
-    raise ValueError(f"{what} must be [N, features], [N, H, W] or [N, C, H, W]; got shape {tuple(x.shape)}")
+    hint = "; a single feature per row needs shape [N, 1] (x.reshape(-1, 1))" if x.dim() == 1 else ""
+    raise ValueError(f"{what} must be [N, features], [N, H, W] or [N, C, H, W]; got shape {tuple(x.shape)}{hint}")
 
 
 def check_images(data, image_shape: tuple, what: str = "data") -> torch.Tensor:
@@ -127,7 +171,7 @@ def check_images(data, image_shape: tuple, what: str = "data") -> torch.Tensor:
         raise ValueError(f"{what} is empty")
     if data.shape[1] != d:
         raise ValueError(f"{what} have {data.shape[1]} features but image_shape {tuple(image_shape)} needs {d}")
-    data = data.float()
+    data = real_tensor(data, what).to(torch.get_default_dtype())
     if not torch.isfinite(data).all():
         raise ValueError(f"{what} contain non-finite values (NaN or inf)")
     if data.min() < 0 or data.max() > 1:

@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Dataset, check_tensor
+from .base import Dataset, as_dataset, check_tensor
+from .files import existing_file, reading
+
+#: What to do when a file is not IDX: the formats ``ppgen.data.load`` reads.
+FORMATS_HINT = ("ppgen reads IDX files (MNIST format, optionally gzipped) or a folder of them, "
+                ".npy/.npz arrays, and .mat/.pickle piano rolls")
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B,
@@ -22,20 +27,20 @@ def _open(path: Path):
 
 def read_idx(path) -> np.ndarray:
     """Read one IDX file (gzipped or not) into an array of its stored shape and dtype."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
-    with _open(path) as f:
+    path = existing_file(path, "IDX file")
+    with reading(path, "IDX file", FORMATS_HINT), _open(path) as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+        empty = " (the file is empty)" if not raw else f" (bad magic number {raw[:4].hex()})"
+        raise ValueError(f"{path} is not an IDX file{empty}; {FORMATS_HINT}")
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     body = raw[4 + 4 * ndim:]
     if len(body) != expected:
-        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes) but {len(body)} bytes follow")
+        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes) but {len(body)} bytes follow; "
+                         "the file is truncated or damaged: download or write it again")
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -77,12 +82,14 @@ def load_idx(path, binarize: bool = True, val_fraction: float = 1 / 6) -> Datase
     ``t10k-images-idx3-ubyte[.gz]`` (labels optional), or from a single images file (split
     by a seeded permutation). ``binarize=True`` thresholds at 128 (Bernoulli likelihood);
     otherwise pixels are scaled to [0, 1] (continuous Bernoulli)."""
-    from .base import as_dataset
-
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
+    with reading(path, "IDX file", FORMATS_HINT):
+        return _load_idx(path, binarize, val_fraction)
 
+
+def _load_idx(path: Path, binarize: bool, val_fraction: float) -> Dataset:
     def images(p):
         a = read_idx(p)
         if a.ndim != 3:
@@ -95,8 +102,10 @@ def load_idx(path, binarize: bool = True, val_fraction: float = 1 / 6) -> Datase
         return as_dataset(images(path), name=path.name.split(".")[0], likelihood=kind, val_fraction=0.1)
     train_p, test_p = _find(path, "train"), _find(path, "test")
     if train_p is None or test_p is None:
+        found = sorted(p.name for p in path.iterdir())[:8]
         raise FileNotFoundError(
-            f"{path} must contain train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]"
+            f"{path} must contain train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz] (MNIST layout); "
+            f"it holds {found or 'nothing'}; {FORMATS_HINT}"
         )
     train, test = images(train_p), images(test_p)
     n_val = max(1, int(round(train.shape[0] * val_fraction)))

@@ -12,7 +12,10 @@ from pathlib import Path
 import mido
 import numpy as np
 
+from .files import existing_file, reading
 from .polyphonic import KEYS, LOWEST_NOTE
+
+MIDI_HINT = "expected a standard MIDI file (.mid), such as one written by write_midi"
 
 
 def as_roll(roll) -> np.ndarray:
@@ -56,7 +59,10 @@ def write_midi(roll, path, *, bpm: float = 120.0, frames_per_beat: int = 1, velo
 def read_midi(path, *, frames_per_beat: int = 1) -> np.ndarray:
     """Read a MIDI file (all tracks and channels) as a binary piano roll ``[T, 88]``: key k sounds in
     frame t when a note k is held at the start of frame t. Notes outside the piano are dropped."""
-    midi = mido.MidiFile(str(path))
+    path = existing_file(path, "MIDI file")
+    # mido reports a foreign or truncated file as OSError, EOFError, ValueError or KeyError
+    with reading(path, "MIDI file", MIDI_HINT, (ValueError, KeyError, IndexError)):
+        midi = mido.MidiFile(str(path))
     frame_ticks = midi.ticks_per_beat / frames_per_beat
     notes, started = [], {}
     for track in midi.tracks:

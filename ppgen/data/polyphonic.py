@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import existing_file, reading
+
 KEYS = 88
 LOWEST_NOTE = 21  # MIDI number of key 0 (A0); key 87 is 108 (C8)
 
@@ -88,7 +90,7 @@ def pad_sequences(seqs, what: str = "sequences", keys: int | None = KEYS, binary
     for i, a in enumerate(seqs):
         x[i, :len(a)] = a
     mask = np.arange(max(lengths))[None, :] < np.array(lengths)[:, None]
-    return torch.from_numpy(x), torch.from_numpy(mask)
+    return torch.from_numpy(x).to(torch.get_default_dtype()), torch.from_numpy(mask)
 
 
 def unpad(x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
@@ -146,12 +148,12 @@ PICKLE_KEYS = {"train": "train", "val": "valid", "test": "test"}
 def load_polyphonic(path, name: str | None = None) -> SequenceDataset:
     """Load a Boulanger-Lewandowski polyphonic music file (``.mat`` or ``.pickle``/``.pkl``)
     with its own train/valid/test split."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"polyphonic music file not found: {path}")
-    if path.suffix not in READERS:
-        raise ValueError(f"{path}: expected one of {', '.join(READERS)}")
-    return _dataset(name or path.stem, READERS[path.suffix](path), source=str(path))
+    path = existing_file(path, "polyphonic music file")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"{path}: a polyphonic music file must end in one of {', '.join(READERS)}")
+    with reading(path, reader.kind, POLYPHONIC_HINT):
+        return _dataset(name or path.stem, reader.read(path), source=str(path))
 
 
 def load_jsb(path: str | None = None) -> SequenceDataset:
@@ -162,10 +164,19 @@ def load_jsb(path: str | None = None) -> SequenceDataset:
     return load_polyphonic(path, name="jsb")
 
 
-def _read_mat(path: Path) -> dict:
-    from scipy.io import loadmat
+POLYPHONIC_HINT = ("expected a Boulanger-Lewandowski polyphonic music file such as JSB_Chorales.mat "
+                   "(train/valid/test piano rolls); download or copy it again")
 
-    data = loadmat(path)
+
+def _read_mat(path: Path) -> dict:
+    # scipy.io takes ~0.25 s to import: only when a .mat file is read
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    # scipy reports a foreign or truncated file as MatReadError or ValueError ("Unknown mat
+    # file type"), MATLAB v7.3 (HDF5) as NotImplementedError: all mean "not a .mat it reads"
+    with reading(path, "MATLAB .mat file", POLYPHONIC_HINT, (MatReadError, ValueError, NotImplementedError)):
+        data = loadmat(path)
     missing = [k for k in MAT_KEYS.values() if k not in data]
     if missing:
         raise ValueError(f"{path}: missing keys {missing}; expected {list(MAT_KEYS.values())}")
@@ -181,8 +192,9 @@ class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module in ("builtins", "__builtin__") and name in self.allowed:
             return getattr(builtins, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a polyphonic music pickle holds "
-                                     "only lists of MIDI note numbers")
+        # ValueError, not UnpicklingError: a refusal is a bad-data report like any other
+        raise ValueError(f"refusing to load {module}.{name} (nothing was run): a polyphonic music pickle "
+                         "holds only lists of MIDI note numbers")
 
 
 def _read_pickle(path: Path) -> dict:
@@ -194,7 +206,18 @@ def _read_pickle(path: Path) -> dict:
             for split, key in PICKLE_KEYS.items()}
 
 
-READERS = {".mat": _read_mat, ".pickle": _read_pickle, ".pkl": _read_pickle}
+@dataclass(frozen=True)
+class _Reader:
+    """How to read one kind of polyphonic file: ``read(path) -> {split: [roll, ...]}``, and
+    the file kind that error messages name."""
+
+    read: object
+    kind: str
+
+
+_MAT = _Reader(_read_mat, "MATLAB .mat file")
+_PICKLE = _Reader(_read_pickle, "polyphonic music pickle")
+READERS = {".mat": _MAT, ".pickle": _PICKLE, ".pkl": _PICKLE}
 
 
 # -- Bach chorales from music21 -----------------------------------------------------------------
@@ -269,7 +292,8 @@ def _save_splits(path: Path, splits: dict) -> None:
 
 
 def _load_splits(path: Path) -> dict:
-    with np.load(path) as data:
+    with reading(path, "chorales cache", "delete it (or pass rebuild=True) to build it again",
+                 (KeyError,)), np.load(path, allow_pickle=False) as data:
         return {s: np.split(data[f"{s}_frames"], np.cumsum(data[f"{s}_lengths"])[:-1])
                 for s in ("train", "val", "test")}
 

@@ -24,6 +24,7 @@ import torch
 
 from ..evaluate.latents import has_sparse_prior
 from ..figures.images import image_grid, show_images
+from ..infer.checkpoint import atomic_write
 from ..figures.piano_rolls import plot_piano_rolls
 from ..models.interfaces import Samples
 from . import vi as D
@@ -83,11 +84,13 @@ def write_report(ctx: dict, out, title: str, subtitle: str = "", *, started: flo
     else:
         path, posterior_path = out / "report.html", out / "posterior.nc"
     path.parent.mkdir(parents=True, exist_ok=True)
-    ctx["idata"].to_netcdf(str(posterior_path))
     ctx["posterior_name"] = posterior_path.name
     sections = [s for s in (build(ctx) for build in SECTIONS) if s is not None]
     body = render(title, sections, subtitle=subtitle)
-    path.write_text(page(title, body), encoding="utf-8")
+    # both files are written only once everything is computed, each atomically: a failed
+    # report leaves the previous one as it was
+    D.write_netcdf(ctx["idata"], posterior_path)
+    atomic_write(path, lambda f: f.write(page(title, body)), mode="w")
     return Report(body, path, posterior_path, time.perf_counter() - started)
 
 

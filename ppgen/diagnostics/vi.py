@@ -30,8 +30,10 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import warnings
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -43,6 +45,7 @@ from ..distributions.declared import declared_mask, marginal_log_prob
 from ..evaluate import latents
 from ..evaluate.bounds import global_latent_sites, heldout_log_weights, joint_log_weights
 from ..evaluate.sequences import step_site
+from ..infer.checkpoint import new_file_mode
 from ..infer.importance import PARTICLES, importance_sample
 from ..nn import eval_mode
 
@@ -816,8 +819,21 @@ def plot_kl(kl: xr.Dataset):
 
 # -- helpers ------------------------------------------------------------------------------------
 
+def write_netcdf(idata: az.InferenceData, path) -> Path:
+    """``idata.to_netcdf`` into a temporary file beside ``path``, renamed over it when complete
+    (netCDF needs a file name, so :func:`ppgen.infer.checkpoint.atomic_write` cannot stream it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        idata.to_netcdf(str(tmp))
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
 
 __all__ = ["KHAT_GOOD", "KHAT_BAD", "DIMS", "to_inference_data", "training_dataset", "psis_khat",
            "log_mean_exp_se", "importance_diagnostics", "khat_bands", "worst_datapoints", "guide_corrected_loo",
            "latent_kl", "code_variable", "observed_variable", "latent_activity", "active_units", "code_sparsity", "ppc_statistics", "plot_khat",
-           "plot_ppc", "plot_training", "plot_kl"]
+           "plot_ppc", "plot_training", "plot_kl", "write_netcdf"]

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..data.base import model_args
 from ..nn.device import resolve_device
 from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from .resume import check_settings
+from .resume import check_epochs_left, check_settings
 
 
 class NonFiniteLossError(RuntimeError):
@@ -102,7 +102,7 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
     ``data``: a tensor ``[N, ...]`` or a tuple of tensors sharing the first dimension; it is
     moved to ``device`` ("auto": CUDA when available) and reshuffled every epoch.
     ``config``: the settings that shape the run, saved in the checkpoint and compared on
-    resume (:func:`ppgen.infer.resume.check_settings`); the loop reads ``epochs``,
+    resume (:mod:`ppgen.infer.resume`); the loop reads ``epochs``,
     ``batch_size``, ``seed`` and, where present, ``patience`` and ``clip_norm``.
     ``make_step(device)`` builds the family's :class:`Step` after seeding, so network
     initialisation is part of the seeded run.
@@ -122,6 +122,7 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
     if resume:
         state = load_checkpoint(checkpoint)
         check_settings(state["config"], config)
+        check_epochs_left(state, config["epochs"])
         for name, part in step.parts.items():
             part.load_state_dict(state[name])
         history, start = state["history"], state["epoch"]

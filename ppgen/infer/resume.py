@@ -1,5 +1,5 @@
-"""The one settings check before a run is resumed (the training loop's checkpoint and a run
-directory's config.json alike)."""
+"""The one check before a run is resumed (the training loop's checkpoint and a run directory
+alike): same settings, and something left to train."""
 from __future__ import annotations
 
 
@@ -17,3 +17,22 @@ def check_settings(saved: dict, now: dict) -> None:
         raise ValueError(f"cannot resume with epochs={now.get('epochs')}: the {schedule!r} learning-rate schedule "
                          f"was laid out over epochs={saved.get('epochs')}; use that value (or a constant schedule "
                          "to extend runs)")
+
+
+class RunFinishedError(ValueError):
+    """Resuming a run that has nothing left to train."""
+
+
+def check_epochs_left(state: dict, epochs: int) -> None:
+    """Refuse to resume the checkpoint ``state`` for ``epochs`` epochs in total when it has
+    nothing left to train: a run that stopped early, or that trained all its epochs, is
+    finished and its checkpoint stays as it is (more epochs extend it)."""
+    done = state["epoch"]
+    if state.get("finished"):
+        history = state.get("history", {})
+        raise RunFinishedError(f"the run is finished: it stopped early at epoch {done} (best epoch "
+                               f"{history.get('best_epoch', '?')}); there is nothing to resume, and its checkpoint "
+                               "holds the best weights; train a new run to go on")
+    if done >= epochs:
+        raise RunFinishedError(f"the run is finished: it trained {done} of {epochs} epochs; to train on, resume "
+                               f"with more epochs (--epochs N with N > {done})")

@@ -7,18 +7,21 @@ One code path for every family: each is a :class:`~ppgen.runs.family.Family` in
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from .. import data as data_mod
 from ..guides import check_sites
 from ..infer.checkpoint import load_checkpoint
+from ..infer.loop import seed_all
 from ..nn.device import resolve_device
 from .families import family
 from .family import Family, guide_name, on_device
-from .files import read_config, read_json, start_run, write_json
+from .files import check_resume, check_run_folder, check_writable, read_config, read_json, write_json
 
 #: config settings that metrics.json repeats, where the family has them
 REPORTED = ("model", "prior", "guide", "elbo", "data", "task", "adversarial_weight", "feature_weight")
@@ -34,11 +37,18 @@ class Run(NamedTuple):
 
 
 def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", progress: bool = True,
-              iwae_k: int = 1000) -> dict:
+              iwae_k: int | None = None, eval_seed: int = 0) -> dict:
     """Train the model named in ``config`` on ``config["data"]``; write the run directory
-    (config.json, checkpoint.pt, metrics.json, figures) and return the metrics."""
+    (config.json, checkpoint.pt, metrics.json, figures) and return the metrics.
+
+    Everything that can be checked is checked before any training: the settings (options the
+    family does not take are refused), the output folder (new, empty or this run with
+    ``resume``; writable), and on resume the saved settings and the epochs left. ``iwae_k``:
+    importance draws of the final evaluation (default: the family's ``train_iwae_k``)."""
     fam = family(config["model"])
     config = fam.settings(config)
+    config["data"] = data_mod.resolve_spec(config["data"])
+    out = check_run_folder(out, resume)
     dataset = fam.load_data(config["data"])
     torch.manual_seed(config["seed"])  # network initialisation is part of the seeded run
     parts = fam.build(config, dataset)
@@ -46,14 +56,18 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
         config["prior"] = parts["model"].prior.name
     if "guide" in config:
         config["guide"] = config["guide"] or guide_name(parts["guide"])
-    out = start_run(out, config, resume)
+    if "likelihood" in config:
+        config["likelihood"] = parts["model"].likelihood.name
+    if resume:
+        check_resume(out, config)
+    write_json(out / "config.json", config)
     history = fam.train(parts, dataset, config, checkpoint=out / "checkpoint.pt", resume=resume, device=device,
                         progress=progress)
     dev = resolve_device(device)
     dataset = on_device(dataset, dev)
     _eval_mode(parts)
     metrics = {
-        **fam.metrics(parts, dataset, config, iwae_k),
+        **evaluate_run(fam, parts, dataset, config, iwae_k or fam.train_iwae_k, eval_seed),
         **{name: history[key][-1] for name, key in fam.last.items()},
         "epochs": history["epoch"][-1] if history["epoch"] else 0,
         "best_epoch": history.get("best_epoch", 0),
@@ -65,6 +79,15 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
     write_json(out / "metrics.json", metrics)
     fam.figures(parts, dataset, config, out)
     return metrics
+
+
+def evaluate_run(fam: Family, parts: dict, dataset, config: dict, k: int, seed: int = 0) -> dict:
+    """The family's held-out metrics, seeded (the same command gives the same numbers; the
+    seed is recorded as ``eval_seed``) and timed (``eval_seconds``)."""
+    seed_all(seed)
+    start = time.perf_counter()
+    metrics = fam.metrics(parts, dataset, config, k)
+    return {**metrics, "eval_seed": seed, "eval_seconds": round(time.perf_counter() - start, 3)}
 
 
 def open_run(run_dir, device: str = "auto") -> Run:
@@ -97,12 +120,13 @@ def load_run(run_dir, device: str = "auto"):
     return run.parts[run.family.sampler], run.parts.get("guide"), run.dataset, run.config
 
 
-def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000) -> dict:
-    """Recompute the run's metrics from its checkpoint and merge them into metrics.json."""
+def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000, seed: int = 0) -> dict:
+    """Recompute the run's metrics from its checkpoint (seeded by ``seed``) and merge them
+    into metrics.json."""
     run = open_run(run_dir, device)
-    path = Path(run_dir) / "metrics.json"
+    path = check_writable(run_dir) / "metrics.json"  # before the computing
     old = read_json(path) if path.exists() else {}
-    metrics = {**old, **run.family.metrics(run.parts, run.dataset, run.config, iwae_k),
+    metrics = {**old, **evaluate_run(run.family, run.parts, run.dataset, run.config, iwae_k, seed),
                "device": str(resolve_device(device))}
     write_json(path, metrics)
     return metrics
@@ -114,4 +138,4 @@ def _eval_mode(parts: dict) -> None:
             part.eval()
 
 
-__all__ = ["Run", "train_run", "open_run", "load_run", "eval_run"]
+__all__ = ["Run", "train_run", "evaluate_run", "open_run", "load_run", "eval_run"]

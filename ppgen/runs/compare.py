@@ -31,7 +31,7 @@ def compare_runs(run_dirs, data: str, *, n_samples: int | None = None, device: s
     samples for the figure."""
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    dataset = data_mod.load(data)
+    dataset = data_mod.load_vectors(data)
     unit_images(dataset, "test")  # image data on a [0, 1] scale, or a clear error before any run is loaded
     n = n_samples or dataset.test.shape[0]
     rows, samples, real = [], {}, None

@@ -45,5 +45,5 @@ def metrics(model, guide, dataset, k: int = 1000) -> dict:
     return {**out, **({"mig": mig} if mig is not None else {})}
 
 
-CONV_VAE = pair_family("conv_vae", defaults=DEFAULTS, load_data=data_mod.load, build=build, metrics=metrics,
+CONV_VAE = pair_family("conv_vae", defaults=DEFAULTS, load_data=data_mod.load_vectors, build=build, metrics=metrics,
                        figures=save_figures, sample=sample, priors=PRIORS, guides=AMORTIZED)

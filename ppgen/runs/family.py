@@ -35,6 +35,8 @@ class Family:
     - ``priors``, ``guides``: the names the family accepts (empty: it takes none).
     - ``sampler``: the part that draws samples; ``last``: metric name -> history key whose
       final value metrics.json reports.
+    - ``train_iwae_k``: importance draws of the evaluation at the end of ``ppgen train``
+      (sized to the cost of the family's likelihood; ``ppgen eval --iwae-k`` sets any K).
     """
 
     name: str
@@ -50,13 +52,15 @@ class Family:
     guides: tuple = ()
     sampler: str = "model"
     last: dict = field(default_factory=dict)
+    train_iwae_k: int = 1000
 
     def settings(self, config: dict) -> dict:
         """``model``, ``data`` and every setting of the family: the config's value where given
-        (not None), the default otherwise; settings of other families are dropped, so they
-        neither clutter config.json nor block a resume. Values are as JSON stores them (a
+        (not None), the default otherwise (unset settings of other families are dropped, so
+        they neither clutter config.json nor block a resume). Values are as JSON stores them (a
         tuple becomes a list), so a fresh config compares equal to a saved one. Refuses a
-        prior or guide the family does not take."""
+        prior or guide the family does not take, and any setting it does not read (say
+        ``--rnn`` for the GAN): silently ignored, it would mislead."""
         for what, accepted, known in (("prior", self.priors, ALL_PRIORS), ("guide", self.guides, GUIDES)):
             name = config.get(what)
             if name is None:
@@ -66,6 +70,10 @@ class Family:
             if name not in accepted:
                 raise ValueError(f"{self.name} does not take the {what} {name!r}; it takes {self.accepts()}")
         given = {k: v for k, v in config.items() if v is not None}
+        foreign = sorted(k for k in given if k not in self.defaults and k not in ("model", "data"))
+        if foreign:
+            raise ValueError(f"{self.name} does not take {', '.join(option(k) for k in foreign)}; its options: "
+                             f"{', '.join(option(k) for k in self.defaults)}")
         filled = {"model": self.name, "data": config.get("data"), **{k: given.get(k, d) for k, d in self.defaults.items()}}
         return json.loads(json.dumps(filled))
 
@@ -74,6 +82,11 @@ class Family:
         if not self.priors and not self.guides:
             return "no prior or guide"
         return f"priors: {', '.join(self.priors) or '-'}; guides: {', '.join(self.guides) or '-'}"
+
+
+def option(setting: str) -> str:
+    """The command-line spelling of a setting: ``z_dim`` -> ``--z-dim``."""
+    return "--" + setting.replace("_", "-")
 
 
 def guide_name(guide) -> str:

@@ -1,49 +1,104 @@
-"""Run-directory files: config.json and metrics.json, written atomically; the settings check
-on resume and the refusal to overwrite a run (every family)."""
+"""Run-directory files: config.json and metrics.json, written atomically; what may be written
+where (a new or empty folder, or one of ppgen's own runs; checked before any computing); the
+resume check of a run directory (every family)."""
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
-from ..infer.resume import check_settings
+from ..infer.checkpoint import atomic_write, load_checkpoint
+from ..infer.resume import check_epochs_left, check_settings
+
+#: what config.json must hold for a folder to be a ppgen run
+RUN_KEYS = ("model", "data")
 
 
 def read_config(run_dir) -> dict:
-    """The config.json of a run directory, with errors that say which of the two is missing."""
+    """The config.json of a run directory, with errors that say what is missing or broken."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
-    return read_json(run_dir / "config.json")
+    config = read_json(run_dir / "config.json")
+    missing = [k for k in RUN_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{run_dir / 'config.json'} has no {', '.join(map(repr, missing))} entry: is {run_dir} "
+                         "a ppgen run directory?")
+    return config
 
 
 def read_json(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"not found: {path}")
-    return json.loads(path.read_text())
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it or train the run again") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def write_json(path, obj) -> None:
     """Atomic write, like checkpoints: never a half-written metrics or config file."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), mode="w")
+
+
+def check_writable(folder) -> Path:
+    """``folder`` (created if missing) accepts new files; raises ``PermissionError`` naming
+    it otherwise. Called before any computing, so that nothing is computed in vain."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write to {folder} ({e.strerror or e}); choose a folder you can write to") from e
+    return folder
+
+
+def check_output_file(path) -> Path:
+    """An output file's folder is writable, and the path is not a folder."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name")
+    check_writable(path.parent)
+    return path
 
 
-def start_run(out, config: dict, resume: bool) -> Path:
-    """Create ``out`` and write ``config.json``; on resume first check the settings against the
-    saved ones (:func:`ppgen.infer.resume.check_settings`); never start over an existing run
-    unasked."""
+def is_run(folder) -> bool:
+    """Whether ``folder`` holds a ppgen run (a config.json with a model and data)."""
+    try:
+        read_config(folder)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def check_run_folder(out, resume: bool) -> Path:
+    """Check, before anything is computed or written, that ``out`` may take the run: a new or
+    empty folder, or with ``resume`` a ppgen run with a checkpoint (a run's own folder is
+    also reused when it holds no checkpoint yet: nothing trained is lost). A run is never
+    started over unasked, and a folder of other files is never written into."""
     out = Path(out)
-    if resume:
-        check_settings(read_json(out / "config.json"), config)
-    elif (out / "checkpoint.pt").exists():
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out names the run's folder")
+    has_run, has_checkpoint = is_run(out), (out / "checkpoint.pt").is_file()
+    if resume and not (has_run and has_checkpoint):
+        raise FileNotFoundError(f"{out} holds no ppgen run to resume (no config.json and checkpoint.pt); drop "
+                                "--resume to start one")
+    if not resume and has_checkpoint:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config)
-    return out
+    if not resume and not has_run and out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty and holds no ppgen run; ppgen writes only into a new or empty "
+                              "folder (or one of its runs): choose another --out")
+    return check_writable(out)
+
+
+def check_resume(out, config: dict) -> None:
+    """The run in ``out`` may be resumed with ``config``: the same settings as its config.json
+    (``epochs`` may grow) and epochs left (:mod:`ppgen.infer.resume`)."""
+    out = Path(out)
+    check_settings(read_config(out), config)
+    check_epochs_left(load_checkpoint(out / "checkpoint.pt"), config["epochs"])

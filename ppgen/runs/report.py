@@ -10,7 +10,7 @@ from ..diagnostics.report import IMPORTANCE_DRAWS, Report, diagnose, write_repor
 from ..infer.checkpoint import load_checkpoint
 from ..models import VAE
 from .api import load_run
-from .files import read_json
+from .files import check_output_file, check_writable, read_json
 
 
 def report(target, guide=None, data=None, *, out="report.html", fit_data=None, num_samples: int | None = None,
@@ -30,12 +30,16 @@ def report(target, guide=None, data=None, *, out="report.html", fit_data=None, n
     ``num_samples``: guide draws kept per datapoint (default 100, fewer for long sequences);
     ``importance_samples``: draws per datapoint for k-hat and log p(x); ``max_obs``: use
     only the first datapoints (faster)."""
+    if max_obs is not None and max_obs < 1:
+        raise ValueError(f"max_obs must be >= 1 (or None for all datapoints), got {max_obs}")
     if guide is None and data is None:
         return _run_report(target, num_samples, importance_samples, max_obs, device, seed)
     if guide is None or data is None:
         raise TypeError("ppgen.report takes a run directory, report(run_dir), or a trained pair and held-out data, "
                         "report(model, guide, data, out='report.html')")
     start = time.perf_counter()
+    out = Path(out)
+    check_output_file(out if out.suffix.lower() in (".html", ".htm") else out / "report.html")
     ctx = diagnose(target, guide, _first(data, max_obs), fit_data=fit_data, num_samples=num_samples,
                    importance_samples=importance_samples, history=history, seed=seed, decode_mean=decode_mean(target))
     name = getattr(target, "__name__", type(target).__name__)
@@ -48,6 +52,7 @@ def _run_report(run_dir, num_samples, importance_samples, max_obs, device, seed)
     if not (run_dir / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no checkpoint.pt); for a pair you trained "
                                 "yourself call ppgen.report(model, guide, data, out='report.html')")
+    check_writable(run_dir)  # before the computing
     model, guide, dataset, config = load_run(run_dir, device)
     history = load_checkpoint(run_dir / "checkpoint.pt").get("history")
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}

@@ -71,8 +71,8 @@ def _pick(registry: dict, name: str, what: str):
     return registry[name]
 
 
-VAE = pair_family("vae", defaults=DEFAULTS, fit_defaults=FIT_DEFAULTS, load_data=data_mod.load, build=build,
+VAE = pair_family("vae", defaults=DEFAULTS, fit_defaults=FIT_DEFAULTS, load_data=data_mod.load_vectors, build=build,
                   metrics=metrics, figures=save_figures, sample=sample, priors=PRIORS, guides=AMORTIZED)
-SPARSE_VAE = pair_family("sparse_vae", defaults=DEFAULTS, fit_defaults=FIT_DEFAULTS, load_data=data_mod.load,
+SPARSE_VAE = pair_family("sparse_vae", defaults=DEFAULTS, fit_defaults=FIT_DEFAULTS, load_data=data_mod.load_vectors,
                          build=lambda config, dataset: build(config, dataset, sparse_default_guide),
                          metrics=metrics, figures=save_figures, sample=sample, priors=SPARSE, guides=AMORTIZED)

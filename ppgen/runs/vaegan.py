@@ -36,7 +36,7 @@ def metrics(parts, dataset, config, k: int) -> dict:
 
 
 VAEGAN = Family(
-    "vaegan", DEFAULTS, load_data=data_mod.load,
+    "vaegan", DEFAULTS, load_data=data_mod.load_vectors,
     build=lambda config, dataset: dict(zip(("model", "guide"), conv_vae.build(config, dataset))),
     train=train, metrics=metrics,
     figures=lambda parts, dataset, config, run_dir: save_figures(parts["model"], parts["guide"], dataset, run_dir),

@@ -22,9 +22,6 @@ VRNN_GUIDES = ("vrnn_filtering", "vrnn_smoothing")
 
 def load_dataset(spec: str) -> SequenceDataset:
     """A sequence dataset: ``jsb:PATH``, ``chorales``, ``synthetic[:binary|real]`` or a polyphonic file."""
-    name, _, _ = spec.partition(":")
-    if name not in data_mod.DATASETS and Path(spec).suffix in (".mat", ".pickle", ".pkl"):
-        return data_mod.polyphonic.load_polyphonic(spec)
     dataset = data_mod.load(spec)
     if not isinstance(dataset, SequenceDataset):
         raise ValueError(f"the VRNN needs sequence data (jsb:PATH, chorales, synthetic); {spec!r} is not")
@@ -102,6 +99,12 @@ def continue_run(model, guide, dataset, prefix_frames: int, steps: int, num: int
         if len(candidates) == 0:
             raise ValueError(f"no test sequence is longer than {prefix_frames} frames")
         piece = int(candidates[0])
+    elif not 0 <= piece < len(lengths):
+        raise ValueError(f"piece {piece} does not exist: the test split has {len(lengths)} sequences (0 to "
+                         f"{len(lengths) - 1})")
+    elif lengths[piece] < prefix_frames + 1:
+        raise ValueError(f"test sequence {piece} has {int(lengths[piece])} frames, not more than the prefix of "
+                         f"{prefix_frames}; choose a shorter --prefix or another --piece")
     xp, mp = x[piece:piece + 1, :prefix_frames], mask[piece:piece + 1, :prefix_frames]
     conts = continue_sequences(model, guide, xp, mp, steps, num_continuations=num)[:, 0].cpu()
     truth = x[piece, prefix_frames:prefix_frames + steps][mask[piece, prefix_frames:prefix_frames + steps]].cpu()
