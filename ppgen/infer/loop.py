@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import model_args
 from ..nn.device import resolve_device
+from .batches import Batches, InMemory
 from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from .resume import check_epochs_left, check_settings
 
@@ -99,8 +100,10 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
           desc: str = "train") -> tuple[Step, dict]:
     """Train by minibatches; return ``(step, history)``.
 
-    ``data``: a tensor ``[N, ...]`` or a tuple of tensors sharing the first dimension; it is
-    moved to ``device`` ("auto": CUDA when available) and reshuffled every epoch.
+    ``data``: a tensor ``[N, ...]`` or a tuple of tensors sharing the first dimension, moved
+    to ``device`` ("auto": CUDA when available) and reshuffled every epoch
+    (:class:`~ppgen.infer.batches.InMemory`), or any :class:`~ppgen.infer.batches.Batches`
+    source (data streamed from disk, say).
     ``config``: the settings that shape the run, saved in the checkpoint and compared on
     resume (:mod:`ppgen.infer.resume`); the loop reads ``epochs``,
     ``batch_size``, ``seed`` and, where present, ``patience`` and ``clip_norm``.
@@ -114,7 +117,7 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     dev = resolve_device(device)
-    data = tuple(t.to(dev) for t in model_args(data))
+    batches = data if isinstance(data, Batches) else InMemory(model_args(data), config["batch_size"], dev)
     seed_all(config["seed"])
     step = make_step(dev)
     history = {"epoch": [], "seconds": [], "best_epoch": 0, "stopped_early": False}
@@ -129,10 +132,9 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
         best, bad_epochs = state.get("best"), state.get("bad_epochs", 0)
         set_rng_state(state["rng"])
 
-    epochs, batch_size = config["epochs"], config["batch_size"]
+    epochs = config["epochs"]
     patience, best_key = config.get("patience"), "best_" + step.score_name
-    n = data[0].shape[0]
-    steps = math.ceil(n / batch_size)
+    n, steps = batches.n, batches.steps
     modules = [p for p in step.parts.values() if isinstance(p, nn.Module)]
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, initial=start, total=epochs)
     with pyro.validation_enabled(False):  # inputs are checked once before training; per-step checks only cost time
@@ -140,10 +142,8 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
             t0 = time.perf_counter()
             for module in modules:
                 module.train()
-            perm = torch.randperm(n).to(dev)
             sums: dict = {}
-            for i in range(steps):
-                batch = tuple(t[perm[i * batch_size:(i + 1) * batch_size]] for t in data)
+            for i, batch in enumerate(batches.epoch(epoch)):
                 apply = partial(apply_update, clip_norm=config.get("clip_norm"), where=(epoch, i, checkpoint))
                 size = batch[0].shape[0]
                 for key, value in step.update(batch, epoch * steps + i, apply).items():
