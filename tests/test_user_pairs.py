@@ -286,14 +286,9 @@ def test_a_vae_guide_on_a_vrnn_is_named_not_a_raw_type_error():
 
 
 # -- the whole pipeline (fit, evaluate, diagnostics, report) over user-style pairs ---------------
-class BroadcastingRegression(PyroModule):
+class BroadcastingRegression(BayesianRegression):
     """The PyroModule regression written to broadcast over leading draw dimensions, as
     evaluation's vectorized particles need (``(X * w).sum(-1)``, not ``X @ w``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = PyroSample(dist.Normal(0.0, 1.0).expand([D]).to_event(1))
-        self.sigma = PyroParam(torch.tensor(2.0), constraint=constraints.positive)
 
     def forward(self, X, y):
         w = self.w
