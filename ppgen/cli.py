@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--iwae-k", type=POSITIVE, default=1000, help="importance samples for the test log-likelihood")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=COUNT, default=0, help="seed of the evaluation (recorded as eval_seed)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="draw samples from a trained run into a figure")
     s.add_argument("run_dir")
@@ -178,7 +179,8 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     from .runs import eval_run
 
-    _print_metrics(eval_run(args.run_dir, args.device, args.iwae_k, seed=args.seed), args.run_dir)
+    metrics = eval_run(args.run_dir, args.device, args.iwae_k, seed=args.seed, progress=not args.quiet)
+    _print_metrics(metrics, args.run_dir)
 
 
 def cmd_sample(args) -> None:

@@ -331,15 +331,18 @@ def train_feature_classifier(x: torch.Tensor, y: torch.Tensor, image_shape: Sequ
     x, y = x.to(dev), y.to(dev)
     model = FeatureClassifier(image_shape, (y.max(0).values + 1).clamp(min=2).tolist(), feature_dim, channels).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in tqdm(range(epochs), desc="feature classifier", disable=not progress):
-        model.train()
-        order = fit[torch.randperm(len(fit))].to(dev)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            loss = sum(F.cross_entropy(logits, y[idx, k]) for k, logits in enumerate(model(x[idx])))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    steps = math.ceil(len(fit) / batch_size)
+    with tqdm(total=epochs * steps, desc="feature classifier", unit="step", disable=not progress, leave=False) as bar:
+        for _ in range(epochs):  # a bar of steps: an epoch of a large set takes long on a CPU
+            model.train()
+            order = fit[torch.randperm(len(fit))].to(dev)
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                loss = sum(F.cross_entropy(logits, y[idx, k]) for k, logits in enumerate(model(x[idx])))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.update()
     model.eval()
     with torch.no_grad():
         held = held.to(dev)

@@ -49,9 +49,11 @@ def classifier_epochs(n_train: int, batch_size: int = 128, min_steps: int = 600)
     return max(5, math.ceil(min_steps / math.ceil(n_train / batch_size)))
 
 
-def feature_classifier(dataset, *, seed: int = 0, device="cpu"):
+def feature_classifier(dataset, *, seed: int = 0, device="cpu", progress: bool = False):
     """``(classifier, held-out accuracy)`` trained on the training split's labels, seeded, and
-    cached per dataset within the process (so runs compared together share one feature space)."""
+    cached per dataset within the process (so runs compared together share one feature space).
+    Training it is most of the cost of :func:`sample_quality` (at least 600 optimiser steps of a
+    conv net; ``progress`` shows them)."""
     if not dataset.labels or "train" not in dataset.labels:
         raise ValueError(f"dataset {dataset.name!r} has no labels; the quality features need labels or factors "
                          "(digits, sprites)")
@@ -59,16 +61,18 @@ def feature_classifier(dataset, *, seed: int = 0, device="cpu"):
     if key not in _CLASSIFIERS:
         train = unit_images(dataset, "train")
         _CLASSIFIERS[key] = train_feature_classifier(train, dataset.labels["train"].cpu(), dataset.image_shape,
-                                                     epochs=classifier_epochs(train.shape[0]), device=device, seed=seed)
+                                                     epochs=classifier_epochs(train.shape[0]), device=device, seed=seed,
+                                                     progress=progress)
     return _CLASSIFIERS[key]
 
 
-def sample_quality(samples: torch.Tensor, dataset, *, seed: int = 0, device="cpu") -> dict:
+def sample_quality(samples: torch.Tensor, dataset, *, seed: int = 0, device="cpu", progress: bool = False) -> dict:
     """Flat quality metrics of unit-scale ``samples`` against the test split: ``<metric>`` for
     the samples and ``<metric>_real`` for real data (the ceiling), plus the classifier's
     held-out accuracy. FID, KID and NN-train distance: lower is better; precision, recall,
-    density, coverage: higher; sharpness (Laplacian variance): closest to ``sharpness_real``."""
-    classifier, accuracy = feature_classifier(dataset, seed=seed, device=device)
+    density, coverage: higher; sharpness (Laplacian variance): closest to ``sharpness_real``.
+    ``progress`` shows the feature classifier's training (the slow part, once per process)."""
+    classifier, accuracy = feature_classifier(dataset, seed=seed, device=device, progress=progress)
     report = quality_report(samples.detach().to(device), unit_images(dataset, "train").to(device),
                             unit_images(dataset, "test").to(device), classifier, seed=seed)
     out = {"n_samples": report["n_samples"], "feature_classifier_accuracy": accuracy}

@@ -22,6 +22,7 @@ import math
 
 import pyro
 import torch
+from tqdm.auto import tqdm
 
 from ..data.base import model_args
 from ..infer.importance import importance_sample, in_data_plate, log_importance_weights
@@ -49,45 +50,124 @@ def test_elbo(model, guide, data, num_samples: int = 10, batch_size: int = 256) 
     return total / n
 
 
+#: The memory budget of one pass of importance draws, in bytes: a pass takes D datapoints and
+#: S draws of each with D * S * (bytes per draw, :func:`draw_bytes`) <= DRAW_BUDGET. Sequence
+#: models pay Python overhead per step and pass, so they need passes of hundreds of draws; an
+#: MLP VAE runs as fast at 64 MB as at 256 MB (BENCHMARKS.md, "Evaluation cost"). What a pass
+#: really holds is less than the budget: draw_bytes counts what a backward pass would keep.
+DRAW_BUDGET = 256 * 2 ** 20
+
+
 @torch.no_grad()
-def heldout_log_weights(model, guide, data, k: int = 1000, batch_size: int = 64, chunk: int = 100, *,
-                        local: bool = False) -> torch.Tensor:
+def draw_bytes(model, guide, args, *, local: bool = False) -> int:
+    """The memory that one more importance draw of one datapoint adds to a pass, in bytes:
+    measured on the first datapoint of ``args`` with one and with two draws, as the tensors
+    that the run keeps for a backward pass (every network activation and site parameter that
+    grows with the draws) or, where that is smaller (a program without parameters), its sites'
+    values and log-densities. The random state is left as it was."""
+    first = tuple(a[:1] for a in args)
+    kept = {}
+    for draws in (1, 2):
+        sizes = [0, 0]  # kept for backward, site tensors
+
+        def pack(t):
+            sizes[0] += t.numel() * t.element_size()
+            return t
+
+        with keep_rng(first), eval_mode(model, guide), pyro.validation_enabled(False), torch.enable_grad(), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            sample = importance_sample(model, guide, *first, num_particles=draws)
+            terms = sample.local_log_weights() if local else sample.log_weights()
+        for msg in (*sample.model_sites.values(), *sample.guide_sites.values()):
+            sizes[1] += msg["value"].numel() * msg["value"].element_size()
+        sizes[1] += terms.numel() * terms.element_size() * (len(sample.model_sites) + len(sample.guide_sites))
+        kept[draws] = sizes
+    return max(1, *(two - one for one, two in zip(kept[1], kept[2])))
+
+
+def draw_plan(n: int, k: int, per_draw: int, budget: int = DRAW_BUDGET) -> tuple[int, int]:
+    """``(datapoints, draws)`` per pass for ``k`` importance draws of each of ``n`` datapoints,
+    ``per_draw`` bytes each (:func:`draw_bytes`): all ``k`` draws of a datapoint in one pass
+    when they fit the ``budget`` (so what depends on the datapoint alone, such as an amortized
+    guide's encoder, runs once per datapoint), as many datapoints per pass as fit beside them;
+    otherwise one datapoint and as many draws as fit."""
+    if min(n, k, per_draw, budget) < 1:
+        raise ValueError(f"n, k, per_draw and budget must be positive, got {n}, {k}, {per_draw}, {budget}")
+    cells = max(1, budget // per_draw)  # (datapoint, draw) pairs per pass
+    draws = min(k, cells)
+    return max(1, min(n, cells // draws)), draws
+
+
+def draw_progress(total: int, progress: bool, desc: str) -> tqdm:
+    """The progress bar of an evaluation pass over ``total`` importance draws (off unless
+    ``progress``), like the training loop's."""
+    return tqdm(total=total, desc=desc, unit="draw", unit_scale=True, disable=not progress, leave=False)
+
+
+@torch.no_grad()
+def heldout_log_weights(model, guide, data, k: int = 1000, batch_size: int | None = None, chunk: int | None = None, *,
+                        local: bool = False, budget: int = DRAW_BUDGET, progress: bool = False,
+                        bar: tqdm | None = None) -> torch.Tensor:
     """log w[k, n] = log p(x_n, z_kn) - log q(z_kn | x_n) for ``k`` draws z_kn ~ q(z | x_n) per
     datapoint of ``data`` (a tensor or a tuple of the model's arguments): ``[k, N]``, taken
-    ``batch_size`` datapoints and ``chunk`` draws at a time to bound memory. Raises
-    ``ValueError`` for a global latent unless ``local``: then only the sites inside the data
-    plate count, log p(x_n, z_kn | theta_k) - log q(z_kn | x_n, theta_k) with theta_k ~ q drawn
-    alongside (:meth:`~ppgen.infer.importance.ImportanceSample.local_log_weights`; the same
-    weights as without ``local`` when every latent is local)."""
-    def weights(batch, n):
-        if not local:
-            return log_importance_weights(model, guide, *batch, num_particles=n)
-        with pyro.validation_enabled(False):
-            return importance_sample(model, guide, *batch, num_particles=n).local_log_weights()
+    ``batch_size`` datapoints and ``chunk`` draws at a time (by default as :func:`draw_plan`
+    sizes them to ``budget``). Raises ``ValueError`` for a global latent unless ``local``: then
+    only the sites inside the data plate count, log p(x_n, z_kn | theta_k) - log q(z_kn | x_n,
+    theta_k) with theta_k ~ q drawn alongside
+    (:meth:`~ppgen.infer.importance.ImportanceSample.local_log_weights`; the same weights as
+    without ``local`` when every latent is local). ``progress`` shows a bar of the draws
+    (``bar``: advance an open one instead)."""
+    args = model_args(data)
+    n = args[0].shape[0]
+    if batch_size is None or chunk is None:
+        planned = draw_plan(n, k, draw_bytes(model, guide, args, local=local), budget)
+        batch_size, chunk = batch_size or planned[0], chunk or planned[1]
 
-    cols = []
-    with eval_mode(model, guide):
-        for batch in _batches(data, batch_size):
-            cols.append(torch.cat([weights(batch, min(chunk, k - j)) for j in range(0, k, chunk)]))
-    return torch.cat(cols, dim=1)
+    def weights(batch, draws):
+        if not local:
+            return log_importance_weights(model, guide, *batch, num_particles=draws)
+        with pyro.validation_enabled(False):
+            return importance_sample(model, guide, *batch, num_particles=draws).local_log_weights()
+
+    own_bar = bar is None
+    bar = draw_progress(k * n, progress, f"IWAE log p(x), K={k}") if own_bar else bar
+    out = None
+    try:
+        with eval_mode(model, guide):
+            for i in range(0, n, batch_size):
+                batch = tuple(t[i:i + batch_size] for t in args)
+                for j in range(0, k, chunk):
+                    draws = min(chunk, k - j)
+                    log_w = weights(batch, draws)
+                    if out is None:
+                        out = log_w.new_empty(k, n)
+                    out[j:j + draws, i:i + batch_size] = log_w
+                    bar.update(draws * batch[0].shape[0])
+    finally:
+        if own_bar:
+            bar.close()
+    return out
 
 
 @torch.no_grad()
-def joint_log_weights(model, guide, data, k: int = 1000, chunk: int | None = None) -> torch.Tensor:
+def joint_log_weights(model, guide, data, k: int = 1000, chunk: int | None = None, *,
+                      progress: bool = False) -> torch.Tensor:
     """log w_k = log p(y, theta_k, z_k) - log q(theta_k, z_k | y) for ``k`` draws of all the
     latents given the whole of ``data`` at once: ``[k]``. ``logsumexp(w) - log k`` estimates
     log p(y) of the data set (a bound in expectation); its mean is the full-data ELBO. The
     weights of a model with global latents theta (for models without, their sum over
     datapoints of :func:`heldout_log_weights`). ``chunk`` draws are vectorized at a time (by
-    default as many as keep a copy of the data to ~10^7 entries)."""
+    default as many as keep a copy of the data to ~10^7 entries); ``progress`` shows a bar."""
     args = model_args(data)
     chunk = chunk or int(min(100, max(1, 1e7 // max(1, args[0].numel()))))
     out = []
-    with eval_mode(model, guide), pyro.validation_enabled(False):
+    with eval_mode(model, guide), pyro.validation_enabled(False), \
+            draw_progress(k, progress, f"joint log p(y), K={k}") as bar:
         particle_dim = -(_plate_nesting(model, guide, args) + 1)
         for j in range(0, k, chunk):
             sample = importance_sample(model, guide, *args, num_particles=min(chunk, k - j), particle_dim=particle_dim)
             out.append(sample.log_density(sample.model_sites) - sample.log_density(sample.guide_sites))
+            bar.update(min(chunk, k - j))
     return torch.cat(out)
 
 
@@ -113,16 +193,18 @@ def _plate_nesting(model, guide, args) -> int:
                 for f in msg["cond_indep_stack"] if f.vectorized), default=0)
 
 
-def iwae_log_likelihood(model, guide, data, k: int = 1000, batch_size: int = 64, chunk: int = 100) -> torch.Tensor:
+def iwae_log_likelihood(model, guide, data, k: int = 1000, batch_size: int | None = None, chunk: int | None = None,
+                        *, budget: int = DRAW_BUDGET, progress: bool = False, bar: tqdm | None = None) -> torch.Tensor:
     """log p(x_n) estimated by importance sampling with ``k`` draws from q(z | x_n) (the IWAE
     bound, Burda et al. 2016): a lower bound in expectation that tightens as k grows.
-    Returns one value per datapoint."""
-    log_w = heldout_log_weights(model, guide, data, k, batch_size, chunk)
+    Returns one value per datapoint. The draws are taken in passes as in
+    :func:`heldout_log_weights`."""
+    log_w = heldout_log_weights(model, guide, data, k, batch_size, chunk, budget=budget, progress=progress, bar=bar)
     return torch.logsumexp(log_w, 0) - math.log(k)
 
 
 def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: int = 10,
-             sparsity: bool | None = None) -> dict:
+             sparsity: bool | None = None, progress: bool = False) -> dict:
     """The standard numbers for a trained pair on held-out ``data`` (a tensor or a tuple of
     the model's arguments), log-densities per datapoint in nats:
 
@@ -141,18 +223,19 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
     and for the guide's local vector latents (found from its trace; per-step sites z_0..z_{T-1}
     are one variable z) ``active_units`` and, when ``sparsity`` (by default: the model's
     prior is sparse), ``code_sparsity``; with several such variables, ``active_units_<name>``
-    and ``code_sparsity_<name>`` for each."""
+    and ``code_sparsity_<name>`` for each. ``progress`` shows a bar for the importance draws
+    (the part that takes time)."""
     if sparsity is None:
         sparsity = has_sparse_prior(model)
     args = model_args(data)
     variables = latent_variables(guide, *args)
     global_sites = global_latent_sites(model, guide, args)
     if global_sites:
-        metrics = {**_predictive_bounds(model, guide, args, k), "global_latents": list(global_sites)}
+        metrics = {**_predictive_bounds(model, guide, args, k, progress), "global_latents": list(global_sites)}
         if fit_data is not None:
-            metrics.update(_fit_bounds(model, guide, model_args(fit_data), k))
+            metrics.update(_fit_bounds(model, guide, model_args(fit_data), k, progress))
     else:
-        metrics = _local_bounds(model, guide, data, k, elbo_samples)
+        metrics = _local_bounds(model, guide, data, k, elbo_samples, progress)
     for name, sites in variables.items():
         key = "" if len(variables) == 1 else f"_{name}"
         activity = (guide_activity(guide, *args, site=sites[0]) if len(sites) == 1
@@ -165,20 +248,20 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
 
 
 
-def _local_bounds(model, guide, data, k, elbo_samples) -> dict:
-    log_px = iwae_log_likelihood(model, guide, data, k=k)
+def _local_bounds(model, guide, data, k, elbo_samples, progress) -> dict:
+    log_px = iwae_log_likelihood(model, guide, data, k=k, progress=progress)
     return {"test_elbo_nats": test_elbo(model, guide, data, num_samples=elbo_samples),
             "test_iwae_nats": float(log_px.mean()), "iwae_k": k}
 
 
-def _predictive_bounds(model, guide, args, k) -> dict:
-    local = heldout_log_weights(model, guide, args, k, local=True).double()
+def _predictive_bounds(model, guide, args, k, progress) -> dict:
+    local = heldout_log_weights(model, guide, args, k, local=True, progress=progress).double()
     return {"test_elbo_nats": float(local.mean()),
             "test_iwae_nats": float((torch.logsumexp(local, 0) - math.log(k)).mean()), "iwae_k": k}
 
 
-def _fit_bounds(model, guide, args, k) -> dict:
+def _fit_bounds(model, guide, args, k, progress) -> dict:
     n = args[0].shape[0]
-    log_w = joint_log_weights(model, guide, args, k).double()
+    log_w = joint_log_weights(model, guide, args, k, progress=progress).double()
     return {"fit_elbo_nats": float(log_w.mean()) / n,
             "fit_iwae_nats": float(torch.logsumexp(log_w, 0) - math.log(k)) / n}

@@ -13,7 +13,7 @@ import torch
 
 from ..infer.importance import importance_sample
 from ..nn import eval_mode
-from .bounds import iwae_log_likelihood, test_elbo
+from .bounds import DRAW_BUDGET, draw_bytes, draw_plan, draw_progress, iwae_log_likelihood, test_elbo
 from .latents import step_site
 
 class WeightedDraws(NamedTuple):
@@ -58,22 +58,75 @@ def elbo_per_frame(model, guide, data, num_samples: int = 10, batch_size: int = 
     return test_elbo(model, guide, data, num_samples=num_samples, batch_size=batch_size) * x.shape[0] / real_frames(mask)
 
 
-def iwae_per_frame(model, guide, data, k: int = 500, batch_size: int = 16, chunk: int = 50) -> float:
-    """log p(x) per sequence by importance sampling with ``k`` draws of the whole sequence's
-    z_{1:T} ~ q (the IWAE bound), summed and divided by the number of real frames."""
+def length_groups(mask: torch.Tensor, k: int, frame_bytes: int, budget: int = DRAW_BUDGET) -> list:
+    """The sequences of ``mask [N, T]`` in groups for importance sampling with ``k`` draws each:
+    a list of ``(index, frames)``, ``index`` the sequences of a group (longest first) and
+    ``frames`` its longest real length, to which the group is cut. Sequences of similar length
+    go together, so a pass spends no steps on padding beyond its longest sequence, and a group
+    holds as many as fit all their ``k`` draws in ``budget`` bytes (``frame_bytes`` per frame
+    and draw); a sequence too long for that is a group of its own, whose draws are then split
+    (:func:`ppgen.evaluate.draw_plan`)."""
+    lengths = mask.sum(-1)
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    groups, start = [], 0
+    while start < len(order):
+        frames = int(lengths[order[start]])
+        size = max(1, budget // max(1, k * frames * frame_bytes))
+        groups.append((order[start:start + size], frames))
+        start += size
+    return groups
+
+
+@torch.no_grad()
+def frame_bytes(model, guide, x: torch.Tensor, mask: torch.Tensor) -> int:
+    """The memory of one importance draw per frame of a sequence, in bytes
+    (:func:`ppgen.evaluate.draw_bytes` on the longest sequence, divided by its length)."""
+    lengths = mask.sum(-1)
+    longest = int(lengths.argmax())
+    frames = int(lengths[longest])
+    one = (x[longest:longest + 1, :frames], mask[longest:longest + 1, :frames])
+    return max(1, draw_bytes(model, guide, one) // frames)
+
+
+@torch.no_grad()
+def iwae_per_sequence(model, guide, data, k: int = 500, *, budget: int = DRAW_BUDGET,
+                      progress: bool = False) -> torch.Tensor:
+    """log p(x_n) of each sequence ``[N]`` by importance sampling with ``k`` draws of its whole
+    z_{1:T} ~ q (the IWAE bound), the sequences taken in :func:`length_groups` (each group
+    cut to its longest real length: the cut steps are padding, masked out of every site, so
+    the weights are those of the uncut data), each group in passes of :func:`draw_plan`."""
     x, mask = data
-    log_px = iwae_log_likelihood(model, guide, data, k=k, batch_size=batch_size, chunk=chunk)
-    return float(log_px.sum()) / real_frames(mask)
+    per_frame = frame_bytes(model, guide, x, mask)
+    groups = length_groups(mask, k, per_frame, budget)
+    values = []
+    with draw_progress(k * x.shape[0], progress, f"IWAE log p(x), K={k}") as bar:
+        for index, frames in groups:
+            batch_size, chunk = draw_plan(len(index), k, per_frame * frames, budget)
+            values.append(iwae_log_likelihood(model, guide, (x[index, :frames], mask[index, :frames]), k, batch_size,
+                                              chunk, bar=bar))
+    out = values[0].new_empty(x.shape[0])
+    for (index, _), v in zip(groups, values):
+        out[index] = v
+    return out
 
 
-def sequence_metrics(model, guide, data, *, k: int = 500, elbo_samples: int = 10) -> dict:
+def iwae_per_frame(model, guide, data, k: int = 500, *, budget: int = DRAW_BUDGET, progress: bool = False) -> float:
+    """log p(x) per sequence by importance sampling with ``k`` draws of the whole sequence's
+    z_{1:T} ~ q (the IWAE bound, :func:`iwae_per_sequence`), summed and divided by the number
+    of real frames."""
+    log_px = iwae_per_sequence(model, guide, data, k, budget=budget, progress=progress)
+    return float(log_px.sum()) / real_frames(data[1])
+
+
+def sequence_metrics(model, guide, data, *, k: int = 500, elbo_samples: int = 10, progress: bool = False) -> dict:
     """Per-frame test numbers for a sequence model on held-out ``data = (x, mask)``:
     ``test_elbo_per_frame_nats``, ``test_iwae_per_frame_nats`` (log-likelihoods, negative;
-    the literature's -ELBO/NLL are their negations), ``iwae_k``, ``frames``, ``sequences``."""
+    the literature's -ELBO/NLL are their negations), ``iwae_k``, ``frames``, ``sequences``.
+    ``progress`` shows a bar for the importance draws."""
     x, mask = data
     return {
         "test_elbo_per_frame_nats": elbo_per_frame(model, guide, data, num_samples=elbo_samples),
-        "test_iwae_per_frame_nats": iwae_per_frame(model, guide, data, k=k),
+        "test_iwae_per_frame_nats": iwae_per_frame(model, guide, data, k=k, progress=progress),
         "iwae_k": k,
         "frames": real_frames(mask),
         "sequences": int(x.shape[0]),
@@ -103,7 +156,8 @@ def continuation_log_likelihood(model, guide, x: torch.Tensor, mask: torch.Tenso
     return float((full - prefix).sum()) / frames
 
 
-__all__ = ["step_site", "WeightedDraws", "stepwise_log_weights", "elbo_per_frame", "iwae_per_frame", "sequence_metrics",
+__all__ = ["step_site", "WeightedDraws", "stepwise_log_weights", "elbo_per_frame", "length_groups", "frame_bytes", "iwae_per_sequence",
+           "iwae_per_frame", "sequence_metrics",
            "continuation_log_likelihood", "real_frames"]
 
 

@@ -67,7 +67,7 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
     dataset = on_device(dataset, dev)
     _eval_mode(parts)
     metrics = {
-        **evaluate_run(fam, parts, dataset, config, iwae_k or fam.train_iwae_k, eval_seed),
+        **evaluate_run(fam, parts, dataset, config, iwae_k or fam.train_iwae_k, eval_seed, progress),
         **{name: history[key][-1] for name, key in fam.last.items()},
         "epochs": history["epoch"][-1] if history["epoch"] else 0,
         "best_epoch": history.get("best_epoch", 0),
@@ -81,12 +81,14 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
     return metrics
 
 
-def evaluate_run(fam: Family, parts: dict, dataset, config: dict, k: int, seed: int = 0) -> dict:
+def evaluate_run(fam: Family, parts: dict, dataset, config: dict, k: int, seed: int = 0,
+                 progress: bool = False) -> dict:
     """The family's held-out metrics, seeded (the same command gives the same numbers; the
-    seed is recorded as ``eval_seed``) and timed (``eval_seconds``)."""
+    seed is recorded as ``eval_seed``), timed (``eval_seconds``) and, with ``progress``, with
+    a progress bar."""
     seed_all(seed)
     start = time.perf_counter()
-    metrics = fam.metrics(parts, dataset, config, k)
+    metrics = fam.metrics(parts, dataset, config, k, progress=progress)
     return {**metrics, "eval_seed": seed, "eval_seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -120,13 +122,13 @@ def load_run(run_dir, device: str = "auto"):
     return run.parts[run.family.sampler], run.parts.get("guide"), run.dataset, run.config
 
 
-def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000, seed: int = 0) -> dict:
+def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Recompute the run's metrics from its checkpoint (seeded by ``seed``) and merge them
     into metrics.json."""
     run = open_run(run_dir, device)
     path = check_writable(run_dir) / "metrics.json"  # before the computing
     old = read_json(path) if path.exists() else {}
-    metrics = {**old, **evaluate_run(run.family, run.parts, run.dataset, run.config, iwae_k, seed),
+    metrics = {**old, **evaluate_run(run.family, run.parts, run.dataset, run.config, iwae_k, seed, progress),
                "device": str(resolve_device(device))}
     write_json(path, metrics)
     return metrics

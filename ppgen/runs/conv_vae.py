@@ -37,10 +37,11 @@ def build(config: dict, dataset):
     return model, conv_guide(_pick(GUIDES, guide_name, "guide"), model)
 
 
-def metrics(model, guide, dataset, k: int = 1000) -> dict:
+def metrics(model, guide, dataset, k: int = 1000, progress: bool = False) -> dict:
     """Test ELBO, IWAE log p(x) and active units; code sparsity under a sparse prior; MIG of
-    the posterior means against the ground-truth factors where the data have them (sprites)."""
-    out = evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.sparse)
+    the posterior means against the ground-truth factors where the data have them (sprites).
+    ``progress``: a bar for the importance draws."""
+    out = evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.sparse, progress=progress)
     mig = code_mig(guide, dataset)
     return {**out, **({"mig": mig} if mig is not None else {})}
 

@@ -41,9 +41,10 @@ def train(parts, dataset, config, **loop) -> dict:
                              **loop, **settings)["history"]
 
 
-def scores(parts, dataset, config, k=None) -> dict:
+def scores(parts, dataset, config, k=None, progress: bool = False) -> dict:
     """``psnr_<method>`` (dB) and ``ssim_<method>`` for the net and each baseline on the test
-    split, and ``psnr_gain_db``: the net's PSNR minus the best baseline's."""
+    split, and ``psnr_gain_db``: the net's PSNR minus the best baseline's. ``k`` and
+    ``progress`` are unused: one pass over the test images takes seconds."""
     result = evaluate_restoration(parts["model"], unit_images(dataset, "test"), dataset.image_shape, config["task"])
     flat = {f"{metric}_{method}": v[metric] for method, v in result.items() for metric in ("psnr", "ssim")}
     best = max(v["psnr"] for method, v in result.items() if method != "net")

@@ -43,13 +43,15 @@ def train(parts, dataset, config, **loop) -> dict:
                      discriminator=parts["discriminator"], **loop, **settings)["history"]
 
 
-def quality(parts, dataset, config, k=None) -> dict:
+def quality(parts, dataset, config, k=None, progress: bool = False) -> dict:
     """Sample quality of ``len(test)`` generator samples (seeded), on the generator's device.
-    ``k`` is unused: a GAN has no likelihood."""
+    ``k`` is unused: a GAN has no likelihood. ``progress``: a bar for the feature classifier's
+    training, the part that takes time."""
     seed, generator = config.get("seed", 0), parts["generator"]
     torch.manual_seed(seed)
     dev = next(generator.parameters()).device
-    return sample_quality(unit_samples(generator, dataset.test.shape[0]), dataset, seed=seed, device=dev)
+    return sample_quality(unit_samples(generator, dataset.test.shape[0]), dataset, seed=seed, device=dev,
+                          progress=progress)
 
 
 @torch.no_grad()

@@ -15,9 +15,10 @@ FIT_SETTINGS = asdict(FitConfig())
 
 def pair_family(name: str, *, defaults: dict, load_data: Callable, build: Callable, metrics: Callable,
                 figures: Callable, sample: Callable, priors, guides, fit_defaults: dict | None = None,
-                training_split: Callable | None = None, continue_run: Callable | None = None) -> Family:
+                training_split: Callable | None = None, continue_run: Callable | None = None,
+                train_iwae_k: int = 1000) -> Family:
     """A :class:`Family` from functions on ``(model, guide)``: ``build(config, dataset) ->
-    (model, guide)``, ``metrics(model, guide, dataset, k)``, ``figures(model, guide, dataset,
+    (model, guide)``, ``metrics(model, guide, dataset, k, progress)``, ``figures(model, guide, dataset,
     run_dir)``, ``sample(model, n, out_path, dataset, length) -> [paths]`` and, optionally,
     ``training_split(config, dataset)`` (the data fit trains on when it is not the train
     split, e.g. augmented) and ``continue_run(model, guide, dataset, ...)``."""
@@ -34,8 +35,10 @@ def pair_family(name: str, *, defaults: dict, load_data: Callable, build: Callab
         name=name, defaults={**defaults, **FIT_SETTINGS, **(fit_defaults or {})}, load_data=load_data,
         build=lambda config, dataset: dict(zip(("model", "guide"), build(config, dataset))),
         train=train,
-        metrics=lambda parts, dataset, config, k: metrics(parts["model"], parts["guide"], dataset, k=k),
+        metrics=lambda parts, dataset, config, k, progress=False: metrics(parts["model"], parts["guide"], dataset, k=k,
+                                                                          progress=progress),
         figures=lambda parts, dataset, config, run_dir: figures(parts["model"], parts["guide"], dataset, run_dir),
         sample=lambda parts, n, out_path, dataset, config, length: sample(parts["model"], n, out_path, dataset,
                                                                          length),
-        continue_run=go_on if continue_run else None, priors=tuple(priors), guides=tuple(guides))
+        continue_run=go_on if continue_run else None, priors=tuple(priors), guides=tuple(guides),
+        train_iwae_k=train_iwae_k)

@@ -43,9 +43,10 @@ def sparse_default_guide(model) -> str:
     return "spike_and_slab" if model.prior.name == "spike_and_slab" else "diag_normal"
 
 
-def metrics(model, guide, dataset, k: int = 1000) -> dict:
-    """Test ELBO, IWAE log p(x) and active units; code sparsity under a sparse prior."""
-    return evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.sparse)
+def metrics(model, guide, dataset, k: int = 1000, progress: bool = False) -> dict:
+    """Test ELBO, IWAE log p(x) and active units; code sparsity under a sparse prior
+    (``progress``: a bar for the importance draws)."""
+    return evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.sparse, progress=progress)
 
 
 @torch.no_grad()

@@ -25,14 +25,15 @@ def train(parts, dataset, config, **loop) -> dict:
     return train_vaegan(parts["model"], parts["guide"], dataset.train, dataset.val, **loop, **settings)["history"]
 
 
-def metrics(parts, dataset, config, k: int) -> dict:
+def metrics(parts, dataset, config, k: int, progress: bool = False) -> dict:
     """Likelihood metrics (as the conv VAE's) and the sample quality of ``len(test)`` means of
-    p(x|z), z ~ p(z) (seeded)."""
+    p(x|z), z ~ p(z) (seeded); ``progress``: bars for the importance draws and the feature
+    classifier's training."""
     model, seed = parts["model"], config.get("seed", 0)
-    out = conv_vae.metrics(model, parts["guide"], dataset, k=k)
+    out = conv_vae.metrics(model, parts["guide"], dataset, k=k, progress=progress)
     torch.manual_seed(seed)
     samples = unit_samples(model.eval(), dataset.test.shape[0])
-    return {**out, **sample_quality(samples, dataset, seed=seed, device=samples.device)}
+    return {**out, **sample_quality(samples, dataset, seed=seed, device=samples.device, progress=progress)}
 
 
 VAEGAN = Family(

@@ -18,6 +18,10 @@ from .pair import pair_family
 DEFAULTS = {"z_dim": 16, "hidden": 128, "rnn": "gru", "prior": "learned", "guide": "vrnn_smoothing",
             "likelihood": None, "dropout": 0.0}
 VRNN_GUIDES = ("vrnn_filtering", "vrnn_smoothing")
+#: importance draws of the evaluation that ends ``ppgen train``: K = 1000 over JSB's test split
+#: takes ~100 s on 2 cores, K = 200 ~14 s for an estimate within 0.02 nats/frame of it
+#: (BENCHMARKS.md, "Evaluation cost"); ``ppgen eval --iwae-k 1000`` gives the paper-grade number
+TRAIN_IWAE_K = 200
 
 
 def load_dataset(spec: str) -> SequenceDataset:
@@ -56,9 +60,10 @@ def build(config: dict, dataset) -> tuple:
     return model, GUIDES[cfg["guide"]].for_model(model)
 
 
-def metrics(model, guide, dataset, k: int = 500) -> dict:
-    """Per-frame test ELBO and IWAE (k draws) log-likelihoods, plus the validation ELBO."""
-    return {**sequence_metrics(model, guide, dataset.test, k=k),
+def metrics(model, guide, dataset, k: int = 500, progress: bool = False) -> dict:
+    """Per-frame test ELBO and IWAE (k draws) log-likelihoods, plus the validation ELBO
+    (``progress``: a bar for the importance draws)."""
+    return {**sequence_metrics(model, guide, dataset.test, k=k, progress=progress),
             "val_elbo_per_frame_nats": elbo_per_frame(model, guide, dataset.val)}
 
 
@@ -130,4 +135,5 @@ def sample_files(model, n: int, out_path, dataset=None, length: int | None = Non
 
 VRNN_FAMILY = pair_family("vrnn", defaults={**DEFAULTS, "transpose": 0}, load_data=load_dataset, build=build,
                           metrics=metrics, figures=save_figures, sample=sample_files, priors=STEP_PRIORS,
-                          guides=VRNN_GUIDES, training_split=training_split, continue_run=continue_run)
+                          guides=VRNN_GUIDES, training_split=training_split, continue_run=continue_run,
+                          train_iwae_k=TRAIN_IWAE_K)
