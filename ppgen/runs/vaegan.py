@@ -43,4 +43,5 @@ VAEGAN = Family(
     figures=lambda parts, dataset, config, run_dir: save_figures(parts["model"], parts["guide"], dataset, run_dir),
     sample=lambda parts, n, out_path, dataset, config, length: sample(parts["model"], n, out_path, dataset),
     priors=tuple(PRIORS), guides=AMORTIZED,
-    last={k: k for k in ("neg_elbo", "adversarial", "feature", "d_loss", "d_real", "d_fake")})
+    last={k: k for k in ("neg_elbo", "adversarial", "feature", "d_loss", "d_real", "d_fake")},
+    train_iwae_k=conv_vae.TRAIN_IWAE_K)
