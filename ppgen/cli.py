@@ -5,6 +5,12 @@ prints one line that names the problem and exits non-zero: status 2 for errors a
 (unknown names, missing or broken files, incompatible choices, bad data, folders that cannot
 be written), 1 for anything unexpected, 130 for Ctrl-C (which says where the last checkpoint
 is and how to resume). ``--debug`` or ``PPGEN_DEBUG=1`` shows the traceback instead.
+
+Under torchrun (``torchrun --nproc-per-node=N -m ppgen train ...``) every process runs the
+command (:mod:`ppgen.infer.distributed`); rank 0 prints the metrics. A failure that stops
+every process alike (a non-finite loss anywhere) is reported once, by rank 0; an error of one
+process names its rank; when torchrun stops the processes because one of them died (SIGTERM),
+or a process loses its peers, each says where the last checkpoint is and how to resume.
 """
 from __future__ import annotations
 
@@ -12,14 +18,18 @@ import argparse
 import math
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 import torch
 
 from . import data, likelihoods
+from .infer import distributed
 from .infer.checkpoint import load_checkpoint
+from .infer.loop import NonFiniteLossError
 from .infer.objectives import ELBOS
+from .infer.precision import PRECISIONS
 from .runs import FAMILIES
 from .runs.files import check_output_file
 
@@ -72,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model and write a run directory", epilog=_registries(), formatter_class=fmt,
                        description="Train a model and write a run directory. A setting not given takes the "
-                                   "model family's default (ppgen.runs.FAMILIES[model].defaults).")
+                                   "model family's default (ppgen.runs.FAMILIES[model].defaults). Started by "
+                                   "torchrun (torchrun --nproc-per-node=N -m ppgen train ...), it trains "
+                                   "data-parallel: --batch-size is then the global batch (README, Scaling out).")
     t.add_argument("model", help="model name: " + ", ".join(FAMILIES))
     t.add_argument("--data", default="digits", help="dataset name or path (default: digits)")
     t.add_argument("--prior", default=None, help="prior name, one the model takes (default: the model's own)")
@@ -90,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=WEIGHT, default=None, help="KL weight")
     t.add_argument("--anneal-epochs", type=WEIGHT, default=None, help="linear KL annealing from 0 to beta")
     t.add_argument("--clip-norm", type=RATE, default=None)
+    t.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                   help="fp32 (default) or bf16: the networks under autocast in bfloat16, densities and the ELBO in "
+                        "float32 (CPU, or a GPU with bfloat16: compute capability 8.0+)")
     t.add_argument("--lr-schedule", default=None, help="constant, cosine or step")
     t.add_argument("--patience", type=COUNT, default=None,
                    help="early stopping after this many epochs without a better validation ELBO (default: 100 for the VAEs, off otherwise)")
@@ -170,17 +185,19 @@ def cmd_train(args) -> None:
         "model", "data", "prior", "guide", "elbo", "num_particles", "z_dim", "hidden", "epochs", "batch_size",
         "lr", "beta", "anneal_epochs", "clip_norm", "lr_schedule", "patience", "weight_decay", "seed", "width",
         "spectral_norm", "gradient_penalty", "adversarial_weight", "feature_weight", "task", "rnn", "dropout",
-        "transpose", "likelihood")}
+        "transpose", "likelihood", "precision")}
     metrics = train_run(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
                         iwae_k=args.iwae_k)
-    _print_metrics(metrics, args.out)
+    if distributed.is_main():
+        _print_metrics(metrics, args.out)
 
 
 def cmd_eval(args) -> None:
     from .runs import eval_run
 
     metrics = eval_run(args.run_dir, args.device, args.iwae_k, seed=args.seed, progress=not args.quiet)
-    _print_metrics(metrics, args.run_dir)
+    if distributed.is_main():
+        _print_metrics(metrics, args.run_dir)
 
 
 def cmd_sample(args) -> None:
@@ -255,20 +272,32 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {line} (unexpected; rerun with --debug for the traceback)"
 
 
-def interrupted(args, argv: list[str]) -> str:
-    """What Ctrl-C leaves behind: for ``train``, the last checkpoint and how to go on."""
+def interrupted(args, argv: list[str], what: str = "interrupted") -> str:
+    """What Ctrl-C (or another stop, said as ``what``) leaves behind: for ``train``, the last
+    checkpoint and how to go on."""
     if args.command != "train":
-        return "interrupted"
+        return what
     checkpoint = Path(args.out) / "checkpoint.pt"
     if not checkpoint.is_file():
-        return "interrupted before the first checkpoint; nothing to resume"
+        return f"{what} before the first checkpoint; nothing to resume"
     state = load_checkpoint(checkpoint)
     if state.get("finished") or state["epoch"] >= state["config"]["epochs"]:
-        return (f"interrupted after training finished (epoch {state['epoch']}, checkpoint {checkpoint}); "
+        return (f"{what} after training finished (epoch {state['epoch']}, checkpoint {checkpoint}); "
                 f"compute the metrics with: ppgen eval {shlex.quote(str(args.out))}")
     again = argv if "--resume" in argv else [*argv, "--resume"]
-    return (f"interrupted; the last checkpoint is {checkpoint} (epoch {state['epoch']} of "
-            f"{state['config']['epochs']}); resume with: ppgen {shlex.join(again)}")
+    launcher = (f"torchrun --nproc-per-node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])} -m "
+                if distributed.launched() else "")
+    return (f"{what}; the last checkpoint is {checkpoint} (epoch {state['epoch']} of "
+            f"{state['config']['epochs']}); resume with: {launcher}ppgen {shlex.join(again)}")
+
+
+def _stopped(signum, frame):
+    """SIGTERM under torchrun: the launcher stops every process when one of them has died."""
+    raise KeyboardInterrupt
+
+
+def _rank_prefix() -> str:
+    return f"[rank {os.environ.get('RANK', '?')}] " if distributed.launched() else ""
 
 
 def main(argv=None) -> int:
@@ -279,18 +308,30 @@ def main(argv=None) -> int:
     # arithmetic is several times slower (BENCHMARKS.md, JSB Chorales); this process
     # is ours, so flush subnormals to zero (where the CPU supports it).
     torch.set_flush_denormal(True)
+    if distributed.launched():
+        signal.signal(signal.SIGTERM, _stopped)
     try:
         HANDLERS[args.command](args)
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"ppgen {args.command}: {interrupted(args, argv)}", file=sys.stderr)
+        what = "stopped by the launcher (another process of the run failed)" if distributed.launched() else "interrupted"
+        print(f"{_rank_prefix()}ppgen {args.command}: {interrupted(args, argv, what)}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - every failure ends as one line; --debug shows the traceback
         if debug:
             raise
-        print(f"ppgen {args.command}: error: {describe(e)}", file=sys.stderr)
+        cause = distributed.lost_peers(e)
+        if cause:  # another process died or was stopped: this one cannot go on
+            print(f"{_rank_prefix()}ppgen {args.command}: "
+                  f"{interrupted(args, argv, f'lost another process of the run ({cause})')}", file=sys.stderr)
+            return 1
+        if not (isinstance(e, NonFiniteLossError) and distributed.active() and not distributed.is_main()):
+            # a non-finite loss stops every process alike: rank 0 says so for all
+            print(f"{_rank_prefix()}ppgen {args.command}: error: {describe(e)}", file=sys.stderr)
         return 2 if isinstance(e, USER_ERRORS) else 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -4,6 +4,10 @@ Each likelihood knows how many raw outputs it needs per data dimension, checks t
 lie in its support (with an error that names the problem), and returns a distribution
 whose ``log_prob`` is in nats over a flat data vector (event dim 1). Because these are
 normalised distributions, log p(x) is comparable across models on the same data.
+
+Each ``forward`` first casts the decoder's output to float32 where a bf16 network made it
+(:func:`ppgen.nn.device.full_precision`, a no-op under fp32): log p(x|z) is always scored in
+float32 (:mod:`ppgen.infer.precision`).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from torch import nn
 
 from .distributions.autoregressive import AutoregressiveBernoulli as _AutoregressiveBernoulli
 from .distributions.fast import LogSoftmaxCategorical
+from .nn.device import full_precision
 from .nn.made import MaskedAutoregressiveNet
 
 
@@ -54,6 +59,7 @@ class Categorical(Likelihood):
         self.input_scale = float(self.levels - 1)
 
     def forward(self, raw):
+        raw = full_precision(raw)
         logits = raw.reshape(*raw.shape[:-1], self.x_dim, self.levels)
         return LogSoftmaxCategorical(logits).to_event(1)
 
@@ -61,6 +67,7 @@ class Categorical(Likelihood):
         _check_integers(x, 0, self.levels - 1, f"a {self.levels}-level categorical likelihood")
 
     def mean(self, raw):
+        raw = full_precision(raw)
         logits = raw.reshape(*raw.shape[:-1], self.x_dim, self.levels)
         levels = torch.arange(self.levels, dtype=raw.dtype, device=raw.device)
         return (logits.softmax(-1) * levels).sum(-1)
@@ -78,7 +85,7 @@ class Binomial(Likelihood):
         self.input_scale = float(total_count)
 
     def forward(self, raw):
-        return dist.Binomial(total_count=self.total_count, logits=raw).to_event(1)
+        return dist.Binomial(total_count=self.total_count, logits=full_precision(raw)).to_event(1)
 
     def check(self, x):
         _check_integers(x, 0, self.total_count, f"a Binomial({self.total_count}) likelihood")
@@ -90,7 +97,7 @@ class Bernoulli(Likelihood):
     name = "bernoulli"
 
     def forward(self, raw):
-        return dist.Bernoulli(logits=raw).to_event(1)
+        return dist.Bernoulli(logits=full_precision(raw)).to_event(1)
 
     def check(self, x):
         _check_integers(x, 0, 1, "a Bernoulli likelihood")
@@ -128,7 +135,7 @@ class ContinuousBernoulli(Likelihood):
 
     def forward(self, raw):
         # clamp keeps the normaliser away from its numerically delicate point at 0.5
-        return dist.ContinuousBernoulli(logits=raw.clamp(-30, 30)).to_event(1)
+        return dist.ContinuousBernoulli(logits=full_precision(raw).clamp(-30, 30)).to_event(1)
 
     def check(self, x):
         _check_finite(x)
@@ -159,6 +166,7 @@ class Normal(Likelihood):
             self.log_scale = nn.Parameter(torch.full((n,), math.log(init_scale)))
 
     def forward(self, raw):
+        raw = full_precision(raw)
         if self.scale_kind == "amortized":
             loc, log_scale = raw.reshape(*raw.shape[:-1], self.x_dim, 2).unbind(-1)
         else:

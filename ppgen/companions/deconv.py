@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import check_images
+from ..infer import distributed
+from ..infer.precision import check_precision
 from ..infer.loop import Step, train
 from .quality import psnr, ssim
 
@@ -151,9 +153,11 @@ class RestorationConfig:
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self):
         _task(self.task)
+        check_precision(self.precision)
         self.image_shape = tuple(int(s) for s in self.image_shape)
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
@@ -164,8 +168,7 @@ def restoration_step(net: nn.Module, optimizer, task: str, batch: tuple, t: int,
     for ``denoise``) and update the net on the squared error of its output against them."""
     inputs, target = degrade(batch[0], task)
     loss = F.mse_loss(net(inputs), target)
-    apply(loss, optimizer, "pixel loss")
-    return {"loss": loss.item()}
+    return {"loss": apply(loss, optimizer, "pixel loss")}
 
 
 def train_restoration(data: torch.Tensor, image_shape: Sequence[int], task: str, *, model: nn.Module | None = None,
@@ -188,7 +191,9 @@ def train_restoration(data: torch.Tensor, image_shape: Sequence[int], task: str,
         net = model if model is not None else TASKS[task].make_model(channels=cfg.image_shape[0], width=width)
         net.to(dev)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-        return Step(partial(restoration_step, net, optimizer, task), {"model": net, "optimizer": optimizer})
+        # under torchrun DDP averages the net's gradients over the processes; the part stays the plain net
+        return Step(partial(restoration_step, distributed.data_parallel(net), optimizer, task),
+                    {"model": net, "optimizer": optimizer})
 
     step, history = train(make_step, images, asdict(cfg), device=device, checkpoint=checkpoint, resume=resume,
                           progress=progress, desc=task)

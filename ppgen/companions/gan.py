@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import check_images
+from ..infer import distributed
+from ..infer.precision import check_precision
 from ..infer.loop import Step, train
 from ..nn.conv import conv_channels
 from ..nn.dcgan import Discriminator, Generator
@@ -59,9 +61,11 @@ class GANConfig:
     spectral_norm: bool = False
     gradient_penalty: float = 0.0
     seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self):
         self.image_shape, self.betas = tuple(int(s) for s in self.image_shape), tuple(float(b) for b in self.betas)
+        check_precision(self.precision)
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.gradient_penalty < 0:
             raise ValueError("epochs and batch_size must be >= 1, lr > 0 and gradient_penalty >= 0")
 
@@ -77,11 +81,12 @@ def gan_step(gen: Generator, disc: Discriminator, opt_g, opt_d, cfg: GANConfig, 
     d_loss = discriminator_loss(real_logits, fake_logits)
     if cfg.gradient_penalty:
         d_loss = d_loss + 0.5 * cfg.gradient_penalty * r1_penalty(disc, real)
-    apply(d_loss, opt_d, "discriminator loss")
+    probabilities = torch.stack([torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()]).detach()
+    d_value = apply(d_loss, opt_d, "discriminator loss")
     g_loss = generator_loss(disc(fake))
-    apply(g_loss, opt_g, "generator loss")
-    return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "d_real": torch.sigmoid(real_logits).mean().item(),
-            "d_fake": torch.sigmoid(fake_logits).mean().item()}
+    g_value = apply(g_loss, opt_g, "generator loss")
+    d_real, d_fake = probabilities.tolist()  # one read for both (each apply read its loss once)
+    return {"d_loss": d_value, "g_loss": g_value, "d_real": d_real, "d_fake": d_fake}
 
 
 def train_gan(data: torch.Tensor, image_shape: Sequence[int], *, generator: Generator | None = None,
@@ -108,7 +113,8 @@ def train_gan(data: torch.Tensor, image_shape: Sequence[int], *, generator: Gene
         gen.to(dev), disc.to(dev)
         opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
-        return Step(partial(gan_step, gen, disc, opt_g, opt_d, cfg),
+        # under torchrun DDP averages each net's gradients over the processes; the parts stay the plain nets
+        return Step(partial(gan_step, distributed.data_parallel(gen), distributed.data_parallel(disc), opt_g, opt_d, cfg),
                     {"generator": gen, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d})
 
     step, history = train(make_step, data, asdict(cfg), device=device, checkpoint=checkpoint, resume=resume,

@@ -24,8 +24,10 @@ import torch
 
 from ..guides.amortized import AmortizedGuide
 from ..guides.sites import check_sites
-from ..infer.fit import elbo_per_datapoint, make_optimizer
+from ..infer import distributed
+from ..infer.fit import distributed_share, make_optimizer, shared_elbo_per_datapoint
 from ..infer.loop import Step, apply_update, train
+from ..infer.precision import check_precision
 from ..infer.objectives import ELBOS, with_beta
 from ..models.vaegan import VAEGAN
 from .gan import discriminator_loss, generator_loss, r1_penalty
@@ -49,11 +51,13 @@ class VAEGANConfig:
     feature_weight: float = 0.0
     gradient_penalty: float = 0.0
     seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
 
     def check(self) -> None:
+        check_precision(self.precision)
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}; choose one of: {', '.join(ELBOS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.num_particles < 1:
@@ -77,14 +81,14 @@ def decode_fakes(model: VAEGAN, guide, x: torch.Tensor) -> tuple[torch.Tensor, t
 def discriminator_loss_on(model: VAEGAN, x: torch.Tensor, fakes: torch.Tensor,
                           cfg: VAEGANConfig) -> tuple[torch.Tensor, dict]:
     """D's cross-entropy, data against ``fakes`` (detached: this loss trains D only), plus the
-    optional R1 penalty on data."""
+    optional R1 penalty on data. ``parts``: ``d_real``, ``d_fake`` (mean D probabilities) as
+    detached 0-d tensors (read by :func:`vaegan_step` once, with the other terms)."""
     real = x / model.likelihood.input_scale
     real_logits, fake_logits = model.discriminator(real), model.discriminator(fakes.detach())
     loss = discriminator_loss(real_logits, fake_logits)
     if cfg.gradient_penalty:
         loss = loss + 0.5 * cfg.gradient_penalty * r1_penalty(model.discriminator, real)
-    return loss, {"d_loss": loss.item(), "d_real": torch.sigmoid(real_logits).mean().item(),
-                  "d_fake": torch.sigmoid(fake_logits).mean().item()}
+    return loss, {"d_real": torch.sigmoid(real_logits).mean().detach(), "d_fake": torch.sigmoid(fake_logits).mean().detach()}
 
 
 def vae_loss(model: VAEGAN, guide, x: torch.Tensor, z_q: torch.Tensor, fakes: torch.Tensor, objective,
@@ -98,7 +102,7 @@ def vae_loss(model: VAEGAN, guide, x: torch.Tensor, z_q: torch.Tensor, fakes: to
     with x~ the means of p(x|z) on the unit scale and x~_q = mean of p(x|z_q).
 
     ``z_q`` and ``fakes`` come from :func:`decode_fakes`. Returns ``(loss, parts)`` with the
-    terms as floats. Gradients reach the decoder from all three terms and the guide from the
+    terms as detached 0-d tensors (no host-device sync here; :func:`vaegan_step` reads them once). Gradients reach the decoder from all three terms and the guide from the
     ELBO and the feature term only: the fakes were decoded from detached codes, as in Larsen
     et al., so q(z|x) stays an inference network rather than being bent towards codes that
     decode to convincing images. D is not trained by this loss (its weights are frozen
@@ -106,36 +110,41 @@ def vae_loss(model: VAEGAN, guide, x: torch.Tensor, z_q: torch.Tensor, fakes: to
     """
     n = x.shape[0]
     elbo_loss = objective(with_beta(model, cfg.beta), with_beta(guide, cfg.beta), x) / n
-    loss, parts = elbo_loss, {"neg_elbo": elbo_loss.item()}
+    loss, parts = elbo_loss, {"neg_elbo": elbo_loss.detach()}
     if cfg.adversarial_weight:
         adversarial = generator_loss(model.discriminator(fakes))
         loss = loss + cfg.adversarial_weight * adversarial
-        parts["adversarial"] = adversarial.item()
+        parts["adversarial"] = adversarial.detach()
     if cfg.feature_weight:
         real = x / model.likelihood.input_scale
         features = model.discriminator.features
         feature = 0.5 * (features(model.images(z_q)) - features(real)).pow(2).sum(-1).mean()
         loss = loss + cfg.feature_weight * feature
-        parts["feature"] = feature.item()
+        parts["feature"] = feature.detach()
     return loss, parts
 
 
 def vaegan_step(model: VAEGAN, guide, x: torch.Tensor, objective, opt_vae, opt_d, cfg: VAEGANConfig,
-                apply=apply_update) -> dict:
+                apply=apply_update, *, run_d=distributed.unsynced, run_vae=distributed.unsynced) -> dict:
     """One training step: a discriminator update, then an update of p(x, z) and q(z|x) on
     :func:`vae_loss`; each loss goes to ``apply(loss, optimizer, what)`` (the loop's
     :func:`ppgen.infer.loop.apply_update`, which stops on a non-finite loss before the update).
+    ``run_d(fn, *args)`` and ``run_vae(fn, *args)`` compute the two losses
+    (:func:`ppgen.infer.distributed.synced` over D's and over the VAE's parameters under
+    torchrun, so that DDP averages each update's gradients; plain calls in one process).
     Returns every term as a float (0.0 for a term with weight 0)."""
     z_q, fakes = decode_fakes(model, guide, x)
-    d_loss, d_parts = discriminator_loss_on(model, x, fakes, cfg)
-    apply(d_loss, opt_d, "discriminator loss")
+    d_loss, d_parts = run_d(discriminator_loss_on, model, x, fakes, cfg)
+    d_value = apply(d_loss, opt_d, "discriminator loss")
     model.discriminator.requires_grad_(False)  # no weight gradients for D from the VAE's loss
     try:
-        loss, parts = vae_loss(model, guide, x, z_q, fakes, objective, cfg)
+        loss, parts = run_vae(vae_loss, model, guide, x, z_q, fakes, objective, cfg)
         apply(loss, opt_vae, "VAE-GAN loss")
     finally:
         model.discriminator.requires_grad_(True)
-    return {"adversarial": 0.0, "feature": 0.0, **parts, **d_parts}
+    terms = {**parts, **d_parts}
+    values = torch.stack(list(terms.values())).tolist()  # one read for every logged term
+    return {"adversarial": 0.0, "feature": 0.0, **dict(zip(terms, values)), "d_loss": d_value}
 
 
 def train_vaegan(model: VAEGAN, guide, data: torch.Tensor, val_data: torch.Tensor | None = None, *,
@@ -172,14 +181,19 @@ def train_vaegan(model: VAEGAN, guide, data: torch.Tensor, val_data: torch.Tenso
         opt_vae = make_optimizer(model.vae_parameters() + list(guide.parameters()), lr=cfg.lr)
         opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.d_lr, betas=cfg.betas)
         objective = ELBOS[cfg.elbo](cfg.num_particles)
-        val = val_data.to(dev) if val_data is not None else None
+        val = distributed_share((val_data.to(dev),)) if val_data is not None else None
+        # under torchrun DDP averages the gradients of each update's parameters (D's; the VAE's and the guide's)
+        run_d = distributed.synced(model.discriminator.parameters())
+        run_vae = distributed.synced(model.vae_parameters() + list(guide.parameters()))
 
         def update(batch, t, apply) -> dict:
-            return vaegan_step(model, guide, batch[0], objective, opt_vae, opt_d, cfg, apply)
+            return vaegan_step(model, guide, batch[0], objective, opt_vae, opt_d, cfg, apply, run_d=run_d,
+                               run_vae=run_vae)
 
         return Step(update, {"model": model, "guide": guide, "opt_vae": opt_vae, "opt_d": opt_d},
                     score_name="val_elbo",
-                    score=(lambda: elbo_per_datapoint(model, guide, val, cfg.batch_size)) if val is not None else None)
+                    score=(lambda: shared_elbo_per_datapoint(model, guide, val, cfg.batch_size, None))
+                    if val is not None else None)
 
     _, history = train(make_step, data, asdict(cfg), device=device, checkpoint=checkpoint, resume=resume,
                        progress=progress, desc="vaegan")

@@ -3,7 +3,8 @@
 Every loader returns a :class:`Dataset` (train/val/test tensors plus the likelihood that
 suits them). ``load(spec)`` turns a CLI-style string into one: a registry name
 (``digits``), ``name:argument`` (``jsb:PATH``), or a path to IDX / ``.npy`` / ``.npz`` /
-``.mat`` files. A bad file raises one ``FileNotFoundError``, ``ValueError`` or ``TypeError``
+``.mat`` files; ``stream:PATH`` reads ``.npy`` files larger than memory batch by batch
+(:mod:`ppgen.data.stream`). A bad file raises one ``FileNotFoundError``, ``ValueError`` or ``TypeError``
 that names it (see :mod:`ppgen.data.files`); :func:`resolve_spec` makes a spec location-free.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .base import Dataset, as_dataset, check_images, check_tensor, model_args
 from .digits import load_digits
 from .idx import load_idx, read_idx, write_idx
 from .sprites import load_sprites
+from .stream import MappedRows, load_stream
 from .polyphonic import SequenceDataset, load_chorales, load_jsb, load_polyphonic, load_synthetic, transposed
 
 DATASETS = {
@@ -24,11 +26,12 @@ DATASETS = {
     "jsb": load_jsb,
     "chorales": load_chorales,
     "synthetic": load_synthetic,
+    "stream": load_stream,
 }
 
 #: Registry datasets whose ``name:argument`` argument is a file or folder (jsb's .mat file,
-#: chorales' cache folder): :func:`resolve_spec` makes it absolute.
-PATH_ARGUMENTS = frozenset({"jsb", "chorales"})
+#: chorales' cache folder, the .npy file or folder that stream reads): :func:`resolve_spec` makes it absolute.
+PATH_ARGUMENTS = frozenset({"jsb", "chorales", "stream"})
 
 #: Loaders of a dataset file by its suffix; any other file or a folder is read as IDX.
 FILE_LOADERS = {
@@ -65,6 +68,17 @@ def load_vectors(spec: str, **kwargs) -> Dataset:
     return dataset
 
 
+def load_in_memory(spec: str, **kwargs) -> Dataset:
+    """:func:`load_vectors` for models that train outside :func:`ppgen.fit` (the GAN, the
+    VAE-GAN, the restoration nets): a clear ``ValueError`` for streamed data (``stream:PATH``),
+    which only the Pyro pairs trained by ``fit`` read batch by batch."""
+    dataset = load_vectors(spec, **kwargs)
+    if isinstance(dataset.train, MappedRows):
+        raise ValueError(f"{spec!r} is streamed data, which the Pyro pairs trained by fit read (vae, sparse_vae, "
+                         "conv_vae); this model needs its data in memory: give the .npy path without 'stream:'")
+    return dataset
+
+
 def resolve_spec(spec: str) -> str:
     """``spec`` with any relative path made absolute (``~`` expanded), so that it loads the
     same data from any working folder: ``x.npy`` -> ``/abs/x.npy``, ``jsb:rel/J.mat`` ->
@@ -82,5 +96,5 @@ def _absolute(path: str) -> str:
 
 
 __all__ = ["Dataset", "model_args", "SequenceDataset", "DATASETS", "FILE_LOADERS", "PATH_ARGUMENTS", "as_dataset",
-           "check_tensor", "check_images", "load", "load_vectors", "load_digits", "load_numpy", "load_polyphonic", "resolve_spec",
+           "check_tensor", "check_images", "load", "load_vectors", "load_in_memory", "load_digits", "load_numpy", "load_stream", "MappedRows", "load_polyphonic", "resolve_spec",
            "transposed", "load_idx", "read_idx", "write_idx"]

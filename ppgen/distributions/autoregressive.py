@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 
+from ..nn.device import full_precision
 from ..nn.made import MaskedAutoregressiveNet
 
 
@@ -38,7 +39,7 @@ class AutoregressiveBernoulli(TorchDistribution):
         super().__init__(context.shape[:-1], torch.Size([net.x_dim]), validate_args=validate_args)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        logits = self.net(value, self.context)
+        logits = full_precision(self.net(value, self.context))  # the MADE net may run in bf16; the density not
         value = value.expand(logits.shape)
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 

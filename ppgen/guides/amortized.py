@@ -11,7 +11,8 @@ from torch.nn.functional import softplus
 
 from ..distributions.fast import ReparamNormal
 from ..nn.conv import conv_encoder
-from ..nn.mlp import MLP, Scale
+from ..nn.device import full_precision
+from ..nn.mlp import MLP, Scale, gaussian_params
 
 
 def mlp_encoder(x_dim: int, hidden: int | Sequence[int] = 256, input_scale: float = 1.0) -> nn.Module:
@@ -57,8 +58,7 @@ class DiagonalNormalGuide(AmortizedGuide):
         super().__init__(x_dim, z_dim, 2 * z_dim, **kwargs)
 
     def posterior(self, x):
-        loc, raw_scale = self.head(self.encoder(x)).chunk(2, dim=-1)
-        return ReparamNormal(loc, softplus(raw_scale) + 1e-4).to_event(1)
+        return ReparamNormal(*gaussian_params(self.head(self.encoder(x)))).to_event(1)
 
 
 class LowRankNormalGuide(AmortizedGuide):
@@ -70,7 +70,7 @@ class LowRankNormalGuide(AmortizedGuide):
         self.rank = int(rank)
 
     def posterior(self, x):
-        out = self.head(self.encoder(x))
+        out = full_precision(self.head(self.encoder(x)))
         loc, raw_diag, factor = out.split([self.z_dim, self.z_dim, self.z_dim * self.rank], dim=-1)
         factor = factor.reshape(*factor.shape[:-1], self.z_dim, self.rank)
         # small factor scale at init keeps early training close to the diagonal guide

@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch.nn.functional import softplus
 
 from ..distributions import SpikeAndSlab
+from ..nn.device import full_precision
 from .. import priors
 from .amortized import AmortizedGuide
 
@@ -26,5 +27,5 @@ class SpikeAndSlabGuide(AmortizedGuide):
             )
 
     def posterior(self, x):
-        logit_gamma, loc, raw_scale = self.head(self.encoder(x)).chunk(3, dim=-1)
+        logit_gamma, loc, raw_scale = full_precision(self.head(self.encoder(x))).chunk(3, dim=-1)
         return SpikeAndSlab(logit_gamma.sigmoid(), loc, softplus(raw_scale) + 1e-4, self.temperature)

@@ -22,12 +22,16 @@ from pyro import poutine
 from torch import nn
 
 from ..data.base import model_args
+from ..data.stream import MappedRows, check_finite
 from ..guides import check_sites
 from ..guides.sites import SiteStructure, site_structure
 from ..models.interfaces import ChecksData
 from ..nn.device import resolve_device
+from . import distributed
+from .batches import Shard, Streamed
 from .checkpoint import rng_state, set_rng_state
 from .loop import NonFiniteLossError, Step, train
+from .precision import check_precision
 from .objectives import ELBOS, TraceELBO, with_beta, with_data_scale
 
 
@@ -47,8 +51,10 @@ class FitConfig:
     weight_decay: float = 0.0
     patience: int | None = None
     seed: int = 0
+    precision: str = "fp32"
 
     def check(self) -> None:
+        check_precision(self.precision)
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}; choose one of: {', '.join(ELBOS)}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -59,6 +65,9 @@ class FitConfig:
         if not (self.lr > 0 and self.beta >= 0 and self.anneal_epochs >= 0):
             raise ValueError("lr must be > 0, beta >= 0 and anneal_epochs >= 0")
 
+
+#: Rows at the start of streamed training data that are checked and probed before training.
+STREAM_SAMPLE = 1024
 
 LR_SCHEDULES = {
     "constant": lambda opt, epochs: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0),
@@ -95,7 +104,10 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
 
     ``data`` and ``val_data`` are a tensor ``[N, ...]`` or a tuple of tensors sharing the
     first dimension (for example ``(x, mask)``); batches are passed as ``model(*batch)``.
-    A :class:`ppgen.data.Dataset` gives both splits. Keyword arguments fill a
+    A :class:`ppgen.data.Dataset` gives both splits. ``data`` may also be rows on disk, a
+    :class:`ppgen.data.MappedRows` (the train split of ``load("stream:PATH")``): read batch by
+    batch (:class:`~ppgen.infer.batches.Streamed`), checked on its first rows and then per
+    batch, never loaded whole. Keyword arguments fill a
     :class:`FitConfig` (``epochs``, ``batch_size``, ``lr``, ``elbo`` in trace|meanfield|iwae,
     ``num_particles``, ``beta``, ``anneal_epochs``, ``clip_norm``, ``lr_schedule``,
     ``patience`` for early stopping on the validation ELBO, ``seed``).
@@ -119,18 +131,29 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
     ``pyro.param``s no module holds, optimiser, RNG streams); ``resume=True`` continues from
     it exactly. A non-finite loss raises :class:`NonFiniteLossError` before the optimiser
     step, leaving the last good checkpoint untouched.
+
+    Under torchrun (``torchrun --nproc-per-node=N script.py``) the same call trains
+    data-parallel: ``batch_size`` is the global batch, split over the processes, whose
+    gradients DistributedDataParallel averages; the validation ELBO is averaged over all
+    processes' shares of ``val_data``; rank 0 writes the checkpoint
+    (:mod:`ppgen.infer.distributed`). The pair's parameters must then all be in modules (a
+    ``pyro.param`` outside any module is refused with a ``ValueError`` that says how to fix it).
     """
     cfg = FitConfig(**config)
     cfg.check()
     if hasattr(data, "train") and hasattr(data, "val"):
         data, val_data = data.train, data.val if val_data is None else val_data
-    data, val_data = model_args(data), model_args(val_data) if val_data is not None else None
+    stream = data if isinstance(data, MappedRows) else None  # rows on disk, read batch by batch
+    # a streamed source is checked and probed on its first rows here, then batch by batch
+    data = model_args(stream.read(0, min(len(stream), STREAM_SAMPLE)) if stream else data)
+    val_data = model_args(val_data) if val_data is not None else None
     if validate:
-        _check_data(model, data, "training data")
+        _check_data(model, data, f"training data (first rows of {stream.where})" if stream else "training data")
         if val_data is not None:
             _check_data(model, val_data, "validation data")
-    dev = resolve_device(device)
-    n = data[0].shape[0]
+    dev = distributed.local_device(resolve_device(device))
+    distributed.setup(dev)  # under torchrun: join the other processes now, so that streamed data is sharded
+    n = len(stream) if stream else data[0].shape[0]
     steps_per_epoch = math.ceil(n / cfg.batch_size)
 
     def make_step(dev) -> Step:
@@ -145,6 +168,15 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
                 raise ValueError(f"elbo='iwae' needs every latent site inside the data plate; model {_name(model)} "
                                  f"has global latent sites {list(scaling.structure.global_latents)}: use elbo='trace'")
             named, store_params = pair_parameters(model, guide, *probe)
+        if store_params and distributed.world() > 1:
+            raise ValueError(
+                f"under torchrun the gradients are averaged over the processes by DistributedDataParallel, which sees "
+                f"module parameters only; the pyro.param sites {sorted(store_params)} of model {_name(model)} and guide "
+                f"{_name(guide)} are in no module: make model or guide a PyroModule with PyroParam attributes (or an "
+                "nn.Module with nn.Parameters), or train in one process")
+        # the pair's -ELBO as a module's forward, whose parameters' gradients DDP averages over the processes
+        # (as Pyro's own DDP example wraps its loss in an ELBOModule); in one process, the plain computation
+        pair_loss = distributed.synced(named)
         optimizer = make_optimizer(named, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = LR_SCHEDULES[cfg.lr_schedule](optimizer, cfg.epochs)
         objective = ELBOS[cfg.elbo](cfg.num_particles)
@@ -152,15 +184,15 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
         val = tuple(t.to(dev) for t in val_data) if val_data is not None else None
         val_scaling = None if val is None else DataScaling(scaling.structure, val[0].shape[0], False) \
             if not scaling.active else DataScaling.of(model, tuple(t[:2] for t in val), val[0].shape[0], cfg.batch_size)
+        val = distributed_share(val) if val is not None else None
         last = {}
 
         def update(batch, t, apply) -> dict:
             beta = cfg.beta * (min(1.0, (t + 1) / anneal_steps) if anneal_steps else 1.0)
             last["beta"] = beta
             scaled_model, scaled_guide, per = scaling.wrap(model, guide, batch[0].shape[0])
-            loss = objective(with_beta(scaled_model, beta), with_beta(scaled_guide, beta), *batch) / per
-            apply(loss, optimizer)
-            value = loss.item()
+            loss = pair_loss(lambda: objective(with_beta(scaled_model, beta), with_beta(scaled_guide, beta), *batch) / per)
+            value = apply(loss, optimizer)  # the float it checked: the step's one host-device sync
             return {"train_elbo": -value, "loss": value}
 
         def end_epoch() -> dict:
@@ -174,10 +206,12 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
         keep = tuple(parts)
         parts.update(optimizer=optimizer, scheduler=scheduler)
         return Step(update, parts, end_epoch=end_epoch, per_step=("loss",), keep_best=keep, score_name="val_elbo",
-                    score=(lambda: elbo_per_datapoint(model, guide, val, cfg.batch_size, scaling=val_scaling))
+                    score=(lambda: shared_elbo_per_datapoint(model, guide, val, cfg.batch_size, scaling=val_scaling))
                     if val is not None else None)
 
-    _, history = train(make_step, data, asdict(cfg), device=dev, checkpoint=checkpoint, resume=resume,
+    shard = Shard(distributed.rank(), distributed.world(), cfg.seed)
+    batches = _streamed(model, stream, cfg.batch_size, dev, validate, shard) if stream else data
+    _, history = train(make_step, batches, asdict(cfg), device=dev, checkpoint=checkpoint, resume=resume,
                        progress=progress, desc="fit")
     return History(**history, device=str(dev))
 
@@ -321,9 +355,47 @@ def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles:
     return total / n
 
 
+def distributed_share(data: tuple) -> tuple:
+    """This process's contiguous share of the rows of ``data`` (all of them in one process)."""
+    world = distributed.world()
+    return data if world == 1 else tuple(t.tensor_split(world)[distributed.rank()] for t in data)
+
+
+def shared_elbo_per_datapoint(model, guide, share: tuple, batch_size: int, scaling: DataScaling | None) -> float:
+    """:func:`elbo_per_datapoint` of data split over the processes, each holding its
+    :func:`distributed_share`: the per-datapoint ELBO of all the rows, the same number in
+    every process (all-reduced sums of each share's ELBO and rows). In one process, the
+    ELBO of ``share`` itself."""
+    if distributed.world() == 1:
+        return elbo_per_datapoint(model, guide, share, batch_size, scaling=scaling)
+    rows = share[0].shape[0]  # a share may be empty when there are fewer rows than processes
+    total = elbo_per_datapoint(model, guide, share, batch_size, scaling=scaling) * rows if rows else 0.0
+    return distributed.mean_over_ranks(total, rows)
+
+
 def _name(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
+
+
+def _streamed(model, rows: MappedRows, batch_size: int, dev, validate: bool, shard: Shard) -> Streamed:
+    """The training batches of rows on disk; with ``validate`` each batch of the first
+    epoch is checked as it is read (finite values when the files hold floats, and the
+    model's support where it declares one), since the data as a whole is never in memory to
+    be checked up front; later epochs hold the same rows."""
+
+    def check(batch: tuple, where: str) -> None:
+        what = f"training data ({rows.where}), {where}"
+        if rows.floating:  # bool and integer files hold no NaN or inf
+            for t in batch:
+                check_finite(t, what)
+        if isinstance(model, ChecksData):
+            try:
+                model.check_data(*batch)
+            except ValueError as e:
+                raise ValueError(f"{what}: {e}") from None
+
+    return Streamed(rows, batch_size, dev, shard, check=check if validate else None)
 
 
 def _check_data(model, data, what: str) -> None:
@@ -342,4 +414,4 @@ def _check_data(model, data, what: str) -> None:
 
 
 __all__ = ["FitConfig", "History", "NonFiniteLossError", "fit", "elbo_per_datapoint", "make_optimizer", "LR_SCHEDULES",
-           "DataScaling", "pair_parameters"]
+           "DataScaling", "pair_parameters", "distributed_share", "shared_elbo_per_datapoint"]

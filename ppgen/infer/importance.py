@@ -17,6 +17,7 @@ from __future__ import annotations
 import pyro
 import torch
 
+from .precision import outside_autocast
 from .record import run_guide, run_pair, sample_sites, site_log_prob
 
 PARTICLES = "_particles"  # the plate that vectorizes the draws
@@ -136,8 +137,9 @@ def log_importance_weights(model, guide, *args, num_particles: int = 1, detach_g
     ``[K, N]``, N the size of the data plate (the plate at dim -1). Raises ``ValueError``
     for a latent outside the data plate (a global latent)."""
     with pyro.validation_enabled(False):
-        return importance_sample(model, guide, *args, num_particles=num_particles,
-                                 detach_guide=detach_guide).log_weights()
+        sample = importance_sample(model, guide, *args, num_particles=num_particles, detach_guide=detach_guide)
+        with outside_autocast():  # networks may have run in bf16 (training); densities are scored in float32
+            return sample.log_weights()
 
 
 def guide_draws(guide, *args, num_particles: int | None = 1, particle_dim: int = -2) -> dict:

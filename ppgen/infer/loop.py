@@ -9,10 +9,20 @@ rest: the device, seeding, shuffled minibatches on the data's device, the non-fi
 an atomic checkpoint each epoch (every part's state, the RNG streams, the history), exact
 resume up to ``epochs``, a validation score with early stopping and best-weight restore, the
 progress bar and the history.
+
+Under torchrun (:mod:`.distributed`) the same loop trains data-parallel: each process takes
+its share of every global minibatch (:class:`~ppgen.infer.batches.Shard`), the family's step
+averages gradients through DDP (:func:`~ppgen.infer.distributed.data_parallel`), ``apply``
+scales each process's loss by its share of the global batch, so the averaged gradient is the
+one-process gradient of the global batch even when a batch splits unevenly, random draws are
+seeded by ``seed + rank``, the records are averaged over all processes' rows, a non-finite
+loss on any process stops every process, and rank 0 alone shows the progress bar and writes
+the checkpoint (with every rank's RNG state).
 """
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -26,7 +36,9 @@ from tqdm.auto import tqdm
 
 from ..data.base import model_args
 from ..nn.device import resolve_device
-from .batches import Batches, InMemory
+from . import distributed
+from .batches import Batches, InMemory, Shard, Streamed
+from .precision import autocast, check_precision, outside_autocast
 from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from .resume import check_epochs_left, check_settings
 
@@ -54,6 +66,13 @@ class Step:
     better, recorded as ``score_name`` with ``best_<score_name>`` and ``best_epoch``; with a
     ``patience`` setting, the weights of the ``keep_best`` parts at the best score are kept
     and restored at the end.
+
+    Under torchrun ``update`` sees this process's share of each global batch and makes its
+    modules' gradients averaged over the processes (:func:`~ppgen.infer.distributed.data_parallel`
+    or :func:`~ppgen.infer.distributed.synced` around the computation of each loss; the parts
+    stay the unwrapped modules), and ``score`` must return the same number in every process
+    (for example :func:`~ppgen.infer.distributed.mean_over_ranks` of each process's share of
+    the validation data), so that early stopping decides alike everywhere.
     """
 
     update: Callable[[tuple, int, Callable], dict]
@@ -66,18 +85,30 @@ class Step:
 
 
 def apply_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, what: str = "loss", *,
-                 clip_norm: float | None = None, where: tuple | None = None) -> None:
+                 clip_norm: float | None = None, where: tuple | None = None, scale: float = 1.0) -> float:
     """The one optimiser update: refuse a non-finite ``loss`` before touching any gradient or
-    weight (:class:`NonFiniteLossError`), then zero the gradients, back-propagate, clip the
-    optimiser's parameters to ``clip_norm`` (when set) and step. ``where`` = (epoch index,
-    step index, checkpoint path or None) names the place in the error."""
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"non-finite {what} ({loss.item()})" + (_where(*where) if where else ""))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip_norm:
-        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], clip_norm)
-    optimizer.step()
+    weight (:class:`NonFiniteLossError`; with several processes, when any process has one,
+    on every process), then zero the gradients, back-propagate ``scale * loss`` (a process's
+    share of a global batch, see the module docstring), clip the optimiser's parameters to
+    ``clip_norm`` (when set) and step. ``where`` = (epoch index, step index, checkpoint path
+    or None) names the place in the error. Returns the loss as a float (what the step logs):
+    reading it is the update's one host-device sync, and the finiteness check reuses it.
+    Backward and step run outside autocast (:mod:`.precision`)."""
+    value = loss.item()
+    if distributed.active():  # every process stops, or none: the others would wait for it in the backward pass
+        failed = distributed.failed_ranks(not math.isfinite(value))
+        if failed:
+            raise NonFiniteLossError(f"non-finite {what} on rank {', '.join(map(str, failed))} of "
+                                     f"{distributed.world()} processes" + (_where(*where) if where else ""))
+    elif not math.isfinite(value):
+        raise NonFiniteLossError(f"non-finite {what} ({value})" + (_where(*where) if where else ""))
+    with outside_autocast():
+        optimizer.zero_grad(set_to_none=True)
+        (loss if scale == 1.0 else loss * scale).backward()
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], clip_norm)
+        optimizer.step()
+    return value
 
 
 def _where(epoch: int, step: int, checkpoint) -> str:
@@ -106,7 +137,9 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
     source (data streamed from disk, say).
     ``config``: the settings that shape the run, saved in the checkpoint and compared on
     resume (:mod:`ppgen.infer.resume`); the loop reads ``epochs``,
-    ``batch_size``, ``seed`` and, where present, ``patience`` and ``clip_norm``.
+    ``batch_size``, ``seed`` and, where present, ``patience``, ``clip_norm`` and ``precision``
+    ("fp32" or "bf16": each ``update`` runs under :func:`ppgen.infer.precision.autocast`; the
+    validation score runs in float32).
     ``make_step(device)`` builds the family's :class:`Step` after seeding, so network
     initialisation is part of the seeded run.
 
@@ -116,10 +149,21 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
     """
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
-    dev = resolve_device(device)
-    batches = data if isinstance(data, Batches) else InMemory(model_args(data), config["batch_size"], dev)
-    seed_all(config["seed"])
+    dev = distributed.local_device(resolve_device(device))
+    precision = config.get("precision", "fp32")
+    check_precision(precision, dev)
+    world, rank = distributed.setup(dev), distributed.rank()
+    if isinstance(data, Batches):
+        if world > 1 and not (isinstance(data, (InMemory, Streamed)) and data.shard.world == world):
+            raise ValueError(f"under torchrun ({world} processes) the loop needs a source sharded over the processes "
+                             f"(InMemory or Streamed with a Shard of world {world}); got {type(data).__name__}")
+        batches = data
+    else:
+        batches = InMemory(model_args(data), config["batch_size"], dev, Shard(rank, world, config["seed"]))
+    seed_all(config["seed"])  # the same initial weights in every process
     step = make_step(dev)
+    if world > 1:  # each process its own random draws (z ~ q, noise, dropout)
+        seed_all(config["seed"] + rank)
     history = {"epoch": [], "seconds": [], "best_epoch": 0, "stopped_early": False}
     best, bad_epochs, start = None, 0, 0
     if resume:
@@ -130,28 +174,39 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
             part.load_state_dict(state[name])
         history, start = state["history"], state["epoch"]
         best, bad_epochs = state.get("best"), state.get("bad_epochs", 0)
-        set_rng_state(state["rng"])
+        _restore_rng(state, config["seed"], world, rank)
 
     epochs = config["epochs"]
     patience, best_key = config.get("patience"), "best_" + step.score_name
-    n, steps = batches.n, batches.steps
+    n, steps, batch_size = batches.n, batches.steps, config["batch_size"]
     modules = [p for p in step.parts.values() if isinstance(p, nn.Module)]
-    bar = tqdm(range(start, epochs), desc=desc, disable=not progress, initial=start, total=epochs)
+    bar = tqdm(range(start, epochs), desc=desc, disable=not progress or rank > 0, initial=start, total=epochs)
     with pyro.validation_enabled(False):  # inputs are checked once before training; per-step checks only cost time
         for epoch in bar:
             t0 = time.perf_counter()
             for module in modules:
                 module.train()
             sums: dict = {}
+            per_step: dict = {}
+            seen = 0
             for i, batch in enumerate(batches.epoch(epoch)):
-                apply = partial(apply_update, clip_norm=config.get("clip_norm"), where=(epoch, i, checkpoint))
                 size = batch[0].shape[0]
-                for key, value in step.update(batch, epoch * steps + i, apply).items():
+                seen += size
+                # this process's share of the global batch: DDP averages the processes' gradients, so
+                # world * size / rows makes the average the gradient of the global batch's mean loss
+                scale = world * size / min(batch_size, n - i * batch_size) if world > 1 else 1.0
+                apply = partial(apply_update, clip_norm=config.get("clip_norm"), where=(epoch, i, checkpoint),
+                                scale=scale)
+                with autocast(dev, precision):
+                    values = step.update(batch, epoch * steps + i, apply)
+                for key, value in values.items():
                     if key in step.per_step:
-                        history.setdefault("step_" + key, []).append(value)
+                        per_step.setdefault(key, []).append((value, size))
                     else:
                         sums[key] = sums.get(key, 0.0) + value * size
-            records = {key: total / n for key, total in sums.items()}
+            records = _epoch_means(sums, n, seen)
+            for key, values in _step_means(per_step).items():
+                history.setdefault("step_" + key, []).extend(values)
             records.update(step.end_epoch() if step.end_epoch else {})
             if step.score:
                 records[step.score_name] = score = step.score()
@@ -168,11 +223,13 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
             bar.set_postfix({k: f"{v:.4g}" for k, v in records.items()})
             stop = patience is not None and bad_epochs > patience
             history["stopped_early"] = stop  # before the save, so that the checkpoint's history records it
-            if checkpoint:
+            rngs = distributed.gather_objects(rng_state()) if world > 1 else None
+            if checkpoint and rank == 0:
                 save_atomic(checkpoint, {
                     **{name: part.state_dict() for name, part in step.parts.items()},
                     "config": config, "history": history, "epoch": epoch + 1, "bad_epochs": bad_epochs,
-                    "best": best, "rng": rng_state(), "finished": stop,
+                    "best": best, "rng": rngs[0] if rngs else rng_state(), "finished": stop,
+                    **({"world": world, "rng_ranks": rngs} if rngs else {}),
                 })
             if stop:
                 break
@@ -181,6 +238,48 @@ def train(make_step: Callable[[torch.device], Step], data, config: dict, *, devi
         for name, weights in best.items():
             step.parts[name].load_state_dict(weights)
     return step, history
+
+
+def _epoch_means(sums: dict, n: int, seen: int) -> dict:
+    """Per-epoch means of the records over the training rows: with several processes, over
+    every process's rows (all-reduced sums; the rows actually seen, as a final batch may be
+    dropped)."""
+    if not distributed.active():
+        return {key: total / n for key, total in sums.items()}
+    keys = sorted(sums)
+    totals = distributed.all_reduce_sum([sums[k] for k in keys] + [seen])
+    return {key: total / totals[-1] for key, total in zip(keys, totals)} if keys else {}
+
+
+def _step_means(per_step: dict) -> dict:
+    """Per-step records (``{name: [(value, rows), ...]}``): each step's value; with several
+    processes the row-weighted mean over the processes (one all-reduce per epoch)."""
+    if not distributed.active():
+        return {key: [value for value, _ in pairs] for key, pairs in per_step.items()}
+    out = {}
+    for key in sorted(per_step):
+        flat = distributed.all_reduce_sum([v for value, rows in per_step[key] for v in (value * rows, rows)])
+        out[key] = [flat[j] / flat[j + 1] for j in range(0, len(flat), 2)]
+    return out
+
+
+def _restore_rng(state: dict, seed: int, world: int, rank: int) -> None:
+    """Each process's random streams from a checkpoint: exactly where they were when the run
+    was saved by as many processes; otherwise rank 0's streams for one process, or fresh
+    streams seeded by ``seed + rank + 7919 * epoch`` (the run continues, its draws differ from
+    an uninterrupted run's)."""
+    saved = state.get("world", 1)
+    if saved == world:
+        set_rng_state(state["rng_ranks"][rank] if world > 1 else state["rng"])
+        return
+    if rank == 0:
+        print(f"note: this run was saved by {saved} process(es) and resumes with {world}: training continues from "
+              f"epoch {state['epoch']} with the same weights and optimiser state, but not with the same random "
+              "draws or batches as an uninterrupted run", file=sys.stderr)
+    if world == 1:
+        set_rng_state(state["rng"])
+    else:
+        seed_all(seed + rank + 7919 * state["epoch"])
 
 
 def _copy(state_dict: dict) -> dict:

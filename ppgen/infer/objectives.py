@@ -19,6 +19,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import kl_divergence
 
 from .importance import log_importance_weights
+from .precision import outside_autocast
 from .record import run_pair, site_log_prob
 
 
@@ -99,7 +100,8 @@ class TraceELBO:
         if self.num_particles > 1:  # as Pyro's vectorize_particles: one plate left of all others
             particles = pyro.plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting - 1)
         model_sites, guide_sites = run_pair(model, guide, args, particles)
-        return self._loss(model_sites, guide_sites) / self.num_particles
+        with outside_autocast():  # networks ran in bf16 above; densities are scored in float32
+            return self._loss(model_sites, guide_sites) / self.num_particles
 
     @staticmethod
     def _loss(model_sites, guide_sites) -> torch.Tensor:

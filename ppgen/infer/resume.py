@@ -3,12 +3,17 @@ alike): same settings, and something left to train."""
 from __future__ import annotations
 
 
+#: settings a resumed run may change: more epochs extend it; the precision changes how the
+#: networks' arithmetic is done, not the model or the objective (and older runs lack it)
+FREE_ON_RESUME = ("epochs", "precision")
+
+
 def check_settings(saved: dict, now: dict) -> None:
     """Refuse to resume with settings other than those the run was made with: every one but
     ``epochs`` must match (more epochs extend a run), and ``epochs`` too when a learning-rate
     schedule other than ``constant`` was laid out over them. Raises ``ValueError`` naming
     each difference."""
-    changed = {k: (saved.get(k), v) for k, v in now.items() if k != "epochs" and saved.get(k) != v}
+    changed = {k: (saved.get(k), v) for k, v in now.items() if k not in FREE_ON_RESUME and saved.get(k) != v}
     if changed:
         raise ValueError("cannot resume: settings differ from the run's: "
                          + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .conv import ConvEncoder, DeconvDecoder
+from .device import full_precision
 
 
 class Generator(nn.Module):
@@ -37,7 +38,9 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """D(x): one logit per flat image ``[..., C*H*W] -> [...]`` (real vs generated)."""
+    """D(x): one logit per flat image ``[..., C*H*W] -> [...]`` (real vs generated). Logits
+    and features are float32 even when the net runs in bfloat16 (``--precision bf16``), so
+    the adversarial losses and the feature-matching distance are float32 sums."""
 
     def __init__(self, image_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128, 256),
                  spectral_norm: bool = False):
@@ -46,8 +49,8 @@ class Discriminator(nn.Module):
         self.encoder = ConvEncoder(image_shape, 1, channels, spectral_norm=spectral_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x).squeeze(-1)
+        return full_precision(self.encoder(x).squeeze(-1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate activations ``[..., feature_dim]``."""
-        return self.encoder.features(x)
+        return full_precision(self.encoder.features(x))

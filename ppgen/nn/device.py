@@ -15,3 +15,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda") from e
+
+
+#: Floating dtypes that autocast runs networks in; densities are never scored in them.
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is a low-precision float (what a network returns under
+    ``--precision bf16``), unchanged otherwise: the one cast between a network's outputs and
+    the distribution they parameterise, so log-densities and the ELBO stay float32. Under
+    fp32 it returns ``t`` itself (no op, bit-identical), and a float64 model stays float64."""
+    return t.float() if t.dtype in LOW_PRECISION else t

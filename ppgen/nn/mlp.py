@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from .device import full_precision
+
 
 class MLP(nn.Sequential):
     """A fully connected network ``in_dim -> hidden... -> out_dim`` with a nonlinearity
@@ -50,6 +52,8 @@ class Scale(nn.Module):
 
 
 def gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a network output into the (loc, scale) of a diagonal Gaussian."""
-    loc, raw_scale = raw.chunk(2, dim=-1)
+    """Split a network output into the (loc, scale) of a diagonal Gaussian, in float32 even
+    when the network ran in bfloat16 (:func:`full_precision`): the one place where a Gaussian
+    head's output becomes distribution parameters (guides, step priors, flows' base)."""
+    loc, raw_scale = full_precision(raw).chunk(2, dim=-1)
     return loc, softplus(raw_scale) + 1e-4

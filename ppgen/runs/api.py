@@ -4,9 +4,15 @@
 directory (weights loaded safely) for ``ppgen eval``, ``sample``, ``continue`` and reports.
 One code path for every family: each is a :class:`~ppgen.runs.family.Family` in
 :data:`~ppgen.runs.families.FAMILIES`, trained through the one loop.
+
+Under torchrun (``torchrun --nproc-per-node=N -m ppgen train ...``) every process runs
+``train_run``: all of them check the folder and train (data-parallel, :mod:`ppgen.infer.distributed`),
+evaluate their share of the test set (:func:`evaluate_run`), and rank 0 alone writes
+config.json, the checkpoint, metrics.json and the figures.
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -16,6 +22,7 @@ from torch import nn
 
 from .. import data as data_mod
 from ..guides import check_sites
+from ..infer import distributed
 from ..infer.checkpoint import load_checkpoint
 from ..infer.loop import seed_all
 from ..nn.device import resolve_device
@@ -48,6 +55,8 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
     fam = family(config["model"])
     config = fam.settings(config)
     config["data"] = data_mod.resolve_spec(config["data"])
+    dev = distributed.local_device(resolve_device(device))
+    distributed.setup(dev)  # under torchrun: join the other processes (nothing happens in one process)
     out = check_run_folder(out, resume)
     dataset = fam.load_data(config["data"])
     torch.manual_seed(config["seed"])  # network initialisation is part of the seeded run
@@ -60,10 +69,11 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
         config["likelihood"] = parts["model"].likelihood.name
     if resume:
         check_resume(out, config)
-    write_json(out / "config.json", config)
-    history = fam.train(parts, dataset, config, checkpoint=out / "checkpoint.pt", resume=resume, device=device,
+    distributed.barrier()  # every process has checked the folder before rank 0 writes into it
+    if distributed.is_main():
+        write_json(out / "config.json", config)
+    history = fam.train(parts, dataset, config, checkpoint=out / "checkpoint.pt", resume=resume, device=dev,
                         progress=progress)
-    dev = resolve_device(device)
     dataset = on_device(dataset, dev)
     _eval_mode(parts)
     metrics = {
@@ -75,9 +85,12 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
         "train_seconds": round(sum(history["seconds"]), 3),
         "device": str(dev),
         **{k: config[k] for k in REPORTED if k in config},
+        **({"processes": distributed.world()} if distributed.world() > 1 else {}),
     }
-    write_json(out / "metrics.json", metrics)
-    fam.figures(parts, dataset, config, out)
+    if distributed.is_main():
+        write_json(out / "metrics.json", metrics)
+        fam.figures(parts, dataset, config, out)
+    distributed.barrier()  # the run directory is complete when any process returns
     return metrics
 
 
@@ -85,11 +98,78 @@ def evaluate_run(fam: Family, parts: dict, dataset, config: dict, k: int, seed: 
                  progress: bool = False) -> dict:
     """The family's held-out metrics, seeded (the same command gives the same numbers; the
     seed is recorded as ``eval_seed``), timed (``eval_seconds``) and, with ``progress``, with
-    a progress bar."""
-    seed_all(seed)
+    a progress bar. Under torchrun, computed by all processes together
+    (:func:`shared_metrics`), the same dict in every process."""
     start = time.perf_counter()
-    metrics = fam.metrics(parts, dataset, config, k, progress=progress)
+    if distributed.world() > 1:
+        metrics = shared_metrics(fam, parts, dataset, config, k, seed, progress and distributed.is_main())
+    else:
+        seed_all(seed)
+        metrics = fam.metrics(parts, dataset, config, k, progress=progress)
     return {**metrics, "eval_seed": seed, "eval_seconds": round(time.perf_counter() - start, 3)}
+
+
+#: held-out metrics that are means over the test set's datapoints (``"rows"``) or frames
+#: (``"frames"``): the mean over all processes is their shares' means weighted by rows or frames
+SHARD_MEANS = {"test_elbo_nats": "rows", "test_iwae_nats": "rows",
+               "test_elbo_per_frame_nats": "frames", "test_iwae_per_frame_nats": "frames"}
+#: held-out counts: summed over the processes' shares
+SHARD_SUMS = ("frames", "sequences")
+
+
+def shared_metrics(fam: Family, parts: dict, dataset, config: dict, k: int, seed: int, progress: bool = False) -> dict:
+    """The family's metrics computed by all processes together, the same dict in each.
+
+    A Pyro pair (a family with a guide): each process evaluates its contiguous share of the
+    test set (seeded ``seed + rank``); the likelihood numbers (:data:`SHARD_MEANS`: the
+    k-draw importance-sampled log p(x) and the ELBO, where the cost is) are the shares'
+    values weighted by their rows or frames, i.e. the sum of per-datapoint values over the
+    sum of counts: the one-process numbers within Monte Carlo error. The metrics that are
+    not means over datapoints cannot be reduced from shares (active units and code sparsity
+    need each code's variance over the whole test set; MIG; a VAE-GAN's sample quality; the
+    VRNN's validation ELBO): rank 0 computes them on the whole test set, in a pass with one
+    importance draw whose likelihood numbers are discarded.
+    The GAN and the restoration nets have no metric that reduces (sample quality; PSNR of
+    seeded degradations): rank 0 computes them all. Rank 0's dict is sent to every process."""
+    rank, world = distributed.rank(), distributed.world()
+    whole = None
+    if "guide" in parts:
+        share = _test_share(dataset, rank, world)
+        seed_all(seed + rank)
+        local = fam.metrics(parts, share, config, k, progress=progress)
+        rows, frames = _rows(share.test), float(local.get("frames", 0))
+        means = [key for key in SHARD_MEANS if key in local]
+        sums = [key for key in SHARD_SUMS if key in local]
+        weight = {"rows": rows, "frames": frames}
+        totals = distributed.all_reduce_sum([local[key] * weight[SHARD_MEANS[key]] for key in means]
+                                            + [rows, frames] + [local[key] for key in sums])
+        count = {"rows": totals[len(means)], "frames": totals[len(means) + 1]}
+        reduced = {key: totals[i] / count[SHARD_MEANS[key]] for i, key in enumerate(means)}
+        reduced.update({key: type(local[key])(total) for key, total in zip(sums, totals[len(means) + 2:])})
+        if rank == 0:
+            seed_all(seed)
+            whole = {**fam.metrics(parts, dataset, config, 1), **reduced,
+                     **{key: local[key] for key in ("iwae_k",) if key in local}}
+    elif rank == 0:
+        seed_all(seed)
+        whole = fam.metrics(parts, dataset, config, k, progress=progress)
+    return distributed.gather_objects(whole)[0]
+
+
+def _test_share(dataset, rank: int, world: int):
+    """A shallow copy of ``dataset`` whose test split (and its labels or factors, where the
+    data have them) is this process's contiguous share."""
+    share = copy.copy(dataset)
+    test = dataset.test
+    share.test = (tuple(t.tensor_split(world)[rank] for t in test) if isinstance(test, tuple)
+                  else test.tensor_split(world)[rank])
+    if isinstance(dataset, data_mod.Dataset) and (dataset.labels or {}).get("test") is not None:
+        share.labels = {**dataset.labels, "test": dataset.labels["test"].tensor_split(world)[rank]}
+    return share
+
+
+def _rows(split) -> float:
+    return float((split[0] if isinstance(split, tuple) else split).shape[0])
 
 
 def open_run(run_dir, device: str = "auto") -> Run:
@@ -124,13 +204,16 @@ def load_run(run_dir, device: str = "auto"):
 
 def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Recompute the run's metrics from its checkpoint (seeded by ``seed``) and merge them
-    into metrics.json."""
-    run = open_run(run_dir, device)
+    into metrics.json (under torchrun the processes share the evaluation; rank 0 writes)."""
+    dev = distributed.local_device(resolve_device(device))
+    distributed.setup(dev)
+    run = open_run(run_dir, dev)
     path = check_writable(run_dir) / "metrics.json"  # before the computing
     old = read_json(path) if path.exists() else {}
     metrics = {**old, **evaluate_run(run.family, run.parts, run.dataset, run.config, iwae_k, seed, progress),
-               "device": str(resolve_device(device))}
-    write_json(path, metrics)
+               "device": str(dev)}
+    if distributed.is_main():
+        write_json(path, metrics)
     return metrics
 
 

@@ -22,7 +22,7 @@ SSIM_WINDOW = 11  # ppgen.companions.quality.ssim's default Gaussian window
 
 def load_dataset(spec: str):
     """An image dataset large enough for SSIM's 11x11 window (sprites, not the 8x8 digits)."""
-    dataset = data_mod.load_vectors(spec)
+    dataset = data_mod.load_in_memory(spec)
     if dataset.image_shape is None or min(dataset.image_shape[1:]) < SSIM_WINDOW:
         raise ValueError(f"deconv needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (SSIM's window); "
                          f"{dataset.name!r} has image_shape {dataset.image_shape} (try --data sprites)")

@@ -24,7 +24,7 @@ DEFAULTS = {**{k: v for k, v in asdict(GANConfig()).items() if k != "image_shape
 
 def load_images(spec: str):
     """An image dataset whose training images are on the unit scale (checked up front)."""
-    dataset = data_mod.load_vectors(spec)
+    dataset = data_mod.load_in_memory(spec)
     unit_images(dataset, "train")
     return dataset
 

@@ -37,7 +37,7 @@ def metrics(parts, dataset, config, k: int, progress: bool = False) -> dict:
 
 
 VAEGAN = Family(
-    "vaegan", DEFAULTS, load_data=data_mod.load_vectors,
+    "vaegan", DEFAULTS, load_data=data_mod.load_in_memory,
     build=lambda config, dataset: dict(zip(("model", "guide"), conv_vae.build(config, dataset))),
     train=train, metrics=metrics,
     figures=lambda parts, dataset, config, run_dir: save_figures(parts["model"], parts["guide"], dataset, run_dir),
