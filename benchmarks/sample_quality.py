@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ppgen.runs.compare import compare_runs, markdown_table, write_comparison
-from ppgen.runs import train_run
+from ppgen.runs import FAMILIES, train_run
 
 BUDGETS = {  # per dataset: the shared budget
     "sprites": dict(epochs=10, batch_size=64, z_dim=10, width=16, hidden=256),
@@ -76,7 +76,9 @@ def main(argv=None) -> list[dict]:
         budget = {**BUDGETS[data], **({"epochs": args.epochs} if args.epochs else {})}
         seconds, dirs = {}, []
         for name in names:
-            config = {"data": data, "seed": args.seed, **budget, **table[name]}
+            family = FAMILIES[table[name]["model"]]  # each family takes only its own settings (no MLP in the GAN)
+            config = {"data": data, "seed": args.seed, **{k: v for k, v in budget.items() if k in family.defaults},
+                      **table[name]}
             out = root / data / name
             t0 = time.perf_counter()
             train_run(config, out, device="cpu", progress=False, iwae_k=args.iwae_k)

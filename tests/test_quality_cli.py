@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 PPGEN = str(Path(sys.executable).parent / "ppgen")
-FAST = ["--epochs", "2", "--z-dim", "4", "--hidden", "16", "--width", "4", "--batch-size", "64", "--iwae-k", "10",
-        "--quiet", "--device", "cpu"]
+GAN_FAST = ["--epochs", "2", "--z-dim", "4", "--width", "4", "--batch-size", "64", "--quiet", "--device", "cpu"]
+FAST = [*GAN_FAST, "--hidden", "16", "--iwae-k", "10"]  # the VAEs also take an MLP size and K
 PNG = b"\x89PNG\r\n\x1a\n"
 # one thread per process, as conftest sets for in-process tests: on 2 shared cores a second
 # thread made these commands ~10x slower (contention), not faster
@@ -34,7 +34,7 @@ def one_line_error(result, message):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     ppgen("train", "conv_vae", "--data", "digits", *FAST, "--out", root / "conv_vae")
-    ppgen("train", "gan", "--data", "digits", *FAST, "--lr", "2e-4", "--spectral-norm", "--out", root / "gan")
+    ppgen("train", "gan", "--data", "digits", *GAN_FAST, "--lr", "2e-4", "--spectral-norm", "--out", root / "gan")
     ppgen("train", "vaegan", "--data", "digits", *FAST, "--adversarial-weight", "2", "--feature-weight", "0.1",
           "--out", root / "vaegan")
     ppgen("train", "deconv", "--data", "sprites", "--task", "sr2", "--epochs", "1", "--width", "4", "--quiet",
@@ -99,7 +99,7 @@ def test_eval_sample_and_resume_of_own_loop_runs(runs, tmp_path):
     before = metrics(runs / "gan")
     assert "fid" in ppgen("eval", runs / "gan", "--device", "cpu").stdout
     assert metrics(runs / "gan")["fid"] == pytest.approx(before["fid"], rel=1e-3)
-    gan_args = ["train", "gan", "--data", "digits", *FAST, "--lr", "2e-4", "--spectral-norm", "--out", runs / "gan"]
+    gan_args = ["train", "gan", "--data", "digits", *GAN_FAST, "--lr", "2e-4", "--spectral-norm", "--out", runs / "gan"]
     one_line_error(ppgen(*gan_args, check=False), "already holds a run")
     gan_args[gan_args.index("--epochs") + 1] = "3"
     ppgen(*gan_args, "--resume")
