@@ -18,6 +18,7 @@ VAE_FAMILY = ["vae", "sparse_vae"]
 def build(model_name, prior_name, guide_name, digits):
     model = MODELS[model_name].for_data(digits, z_dim=8, hidden=64, prior=priors.PRIORS[prior_name](8))
     guide = GUIDES[guide_name].for_model(model, hidden=64)
+    model.prior.use_guide(guide, digits.train)  # the VampPrior takes the guide's encoder; other priors ignore it
     return model, guide
 
 

@@ -34,6 +34,8 @@ def build(config: dict, dataset, default_guide=lambda model: "diag_normal"):
     model = model_cls.for_data(dataset, cfg["z_dim"], **kwargs)
     guide_name = cfg["guide"] or default_guide(model)
     guide = _pick(GUIDES, guide_name, "guide").for_model(model, hidden=cfg["hidden"])
+    # a prior defined through the guide's encoder (the VampPrior) takes it now; others ignore it
+    model.prior.use_guide(guide, dataset.train)
     return model, guide
 
 

@@ -11,7 +11,6 @@ import torch
 from .. import data as data_mod
 from ..companions.sample_quality import sample_quality, unit_samples
 from ..companions.vaegan import VAEGANConfig, train_vaegan
-from ..priors import PRIORS
 from . import conv_vae
 from .family import Family
 from .vae import AMORTIZED, sample, save_figures
@@ -42,6 +41,6 @@ VAEGAN = Family(
     train=train, metrics=metrics,
     figures=lambda parts, dataset, config, run_dir: save_figures(parts["model"], parts["guide"], dataset, run_dir),
     sample=lambda parts, n, out_path, dataset, config, length: sample(parts["model"], n, out_path, dataset),
-    priors=tuple(PRIORS), guides=AMORTIZED,
+    priors=conv_vae.FLAT_FREE_PRIORS, guides=AMORTIZED,
     last={k: k for k in ("neg_elbo", "adversarial", "feature", "d_loss", "d_real", "d_fake")},
     train_iwae_k=conv_vae.TRAIN_IWAE_K)
