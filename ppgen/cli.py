@@ -296,6 +296,13 @@ def _stopped(signum, frame):
     raise KeyboardInterrupt
 
 
+def _settle() -> None:
+    """The command is ending: under torchrun, the launcher's SIGTERM (sent once any process has
+    failed) must not cut short the one line that says why."""
+    if distributed.launched():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _rank_prefix() -> str:
     return f"[rank {os.environ.get('RANK', '?')}] " if distributed.launched() else ""
 
@@ -313,12 +320,14 @@ def main(argv=None) -> int:
     try:
         HANDLERS[args.command](args)
     except KeyboardInterrupt:
+        _settle()
         if debug:
             raise
         what = "stopped by the launcher (another process of the run failed)" if distributed.launched() else "interrupted"
         print(f"{_rank_prefix()}ppgen {args.command}: {interrupted(args, argv, what)}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - every failure ends as one line; --debug shows the traceback
+        _settle()
         if debug:
             raise
         cause = distributed.lost_peers(e)
