@@ -25,7 +25,7 @@ import torch
 from ..guides.amortized import AmortizedGuide
 from ..guides.sites import check_sites
 from ..infer import distributed
-from ..infer.fit import distributed_share, make_optimizer, shared_elbo_per_datapoint
+from ..infer.fit import make_optimizer, shared_elbo_per_datapoint
 from ..infer.loop import Step, apply_update, train
 from ..infer.precision import check_precision
 from ..infer.objectives import ELBOS, with_beta
@@ -181,7 +181,7 @@ def train_vaegan(model: VAEGAN, guide, data: torch.Tensor, val_data: torch.Tenso
         opt_vae = make_optimizer(model.vae_parameters() + list(guide.parameters()), lr=cfg.lr)
         opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.d_lr, betas=cfg.betas)
         objective = ELBOS[cfg.elbo](cfg.num_particles)
-        val = distributed_share((val_data.to(dev),)) if val_data is not None else None
+        val = (distributed.share(val_data.to(dev)),) if val_data is not None else None
         # under torchrun DDP averages the gradients of each update's parameters (D's; the VAE's and the guide's)
         run_d = distributed.synced(model.discriminator.parameters())
         run_vae = distributed.synced(model.vae_parameters() + list(guide.parameters()))

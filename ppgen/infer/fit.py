@@ -184,7 +184,7 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
         val = tuple(t.to(dev) for t in val_data) if val_data is not None else None
         val_scaling = None if val is None else DataScaling(scaling.structure, val[0].shape[0], False) \
             if not scaling.active else DataScaling.of(model, tuple(t[:2] for t in val), val[0].shape[0], cfg.batch_size)
-        val = distributed_share(val) if val is not None else None
+        val = tuple(map(distributed.share, val)) if val is not None else None
         last = {}
 
         def update(batch, t, apply) -> dict:
@@ -355,15 +355,9 @@ def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles:
     return total / n
 
 
-def distributed_share(data: tuple) -> tuple:
-    """This process's contiguous share of the rows of ``data`` (all of them in one process)."""
-    world = distributed.world()
-    return data if world == 1 else tuple(t.tensor_split(world)[distributed.rank()] for t in data)
-
-
 def shared_elbo_per_datapoint(model, guide, share: tuple, batch_size: int, scaling: DataScaling | None) -> float:
     """:func:`elbo_per_datapoint` of data split over the processes, each holding its
-    :func:`distributed_share`: the per-datapoint ELBO of all the rows, the same number in
+    :func:`ppgen.infer.distributed.share`: the per-datapoint ELBO of all the rows, the same number in
     every process (all-reduced sums of each share's ELBO and rows). In one process, the
     ELBO of ``share`` itself."""
     if distributed.world() == 1:
@@ -377,7 +371,6 @@ def _name(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
-
 def _streamed(model, rows: MappedRows, batch_size: int, dev, validate: bool, shard: Shard) -> Streamed:
     """The training batches of rows on disk; with ``validate`` each batch of the first
     epoch is checked as it is read (finite values when the files hold floats, and the
@@ -389,11 +382,7 @@ def _streamed(model, rows: MappedRows, batch_size: int, dev, validate: bool, sha
         if rows.floating:  # bool and integer files hold no NaN or inf
             for t in batch:
                 check_finite(t, what)
-        if isinstance(model, ChecksData):
-            try:
-                model.check_data(*batch)
-            except ValueError as e:
-                raise ValueError(f"{what}: {e}") from None
+        _check_data(model, batch, what)
 
     return Streamed(rows, batch_size, dev, shard, check=check if validate else None)
 
@@ -414,4 +403,4 @@ def _check_data(model, data, what: str) -> None:
 
 
 __all__ = ["FitConfig", "History", "NonFiniteLossError", "fit", "elbo_per_datapoint", "make_optimizer", "LR_SCHEDULES",
-           "DataScaling", "pair_parameters", "distributed_share", "shared_elbo_per_datapoint"]
+           "DataScaling", "pair_parameters", "shared_elbo_per_datapoint"]

@@ -131,10 +131,10 @@ def shared_metrics(fam: Family, parts: dict, dataset, config: dict, k: int, seed
     importance draw whose likelihood numbers are discarded.
     The GAN and the restoration nets have no metric that reduces (sample quality; PSNR of
     seeded degradations): rank 0 computes them all. Rank 0's dict is sent to every process."""
-    rank, world = distributed.rank(), distributed.world()
+    rank = distributed.rank()
     whole = None
     if "guide" in parts:
-        share = _test_share(dataset, rank, world)
+        share = _test_share(dataset)
         seed_all(seed + rank)
         local = fam.metrics(parts, share, config, k, progress=progress)
         rows, frames = _rows(share.test), float(local.get("frames", 0))
@@ -156,15 +156,14 @@ def shared_metrics(fam: Family, parts: dict, dataset, config: dict, k: int, seed
     return distributed.gather_objects(whole)[0]
 
 
-def _test_share(dataset, rank: int, world: int):
+def _test_share(dataset):
     """A shallow copy of ``dataset`` whose test split (and its labels or factors, where the
     data have them) is this process's contiguous share."""
     share = copy.copy(dataset)
     test = dataset.test
-    share.test = (tuple(t.tensor_split(world)[rank] for t in test) if isinstance(test, tuple)
-                  else test.tensor_split(world)[rank])
+    share.test = tuple(map(distributed.share, test)) if isinstance(test, tuple) else distributed.share(test)
     if isinstance(dataset, data_mod.Dataset) and (dataset.labels or {}).get("test") is not None:
-        share.labels = {**dataset.labels, "test": dataset.labels["test"].tensor_split(world)[rank]}
+        share.labels = {**dataset.labels, "test": distributed.share(dataset.labels["test"])}
     return share
 
 
