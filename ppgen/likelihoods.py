@@ -197,6 +197,22 @@ def _check_integers(x: torch.Tensor, low: int, high: int, what: str) -> None:
         )
 
 
+def make(likelihood: "str | Likelihood", x_dim: int, kwargs: dict | None = None) -> Likelihood:
+    """The likelihood object for a registry name (built for ``x_dim`` with ``kwargs``), or
+    ``likelihood`` itself when it already is one: the one place models resolve names."""
+    if isinstance(likelihood, Likelihood):
+        return likelihood
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of: {', '.join(LIKELIHOODS)}")
+    return LIKELIHOODS[likelihood](x_dim, **(kwargs or {}))
+
+
+def kwargs_for_data(name: str, data) -> dict:
+    """The keyword arguments the likelihood ``name`` takes from a :class:`ppgen.data.Dataset`:
+    the dataset's own ``likelihood_kwargs`` when ``name`` is its likelihood, else none."""
+    return dict(data.likelihood_kwargs) if name == data.likelihood else {}
+
+
 LIKELIHOODS = {
     "categorical": Categorical,
     "binomial": Binomial,

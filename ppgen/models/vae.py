@@ -36,12 +36,7 @@ class VAE(nn.Module):
     ):
         super().__init__()
         self.x_dim, self.z_dim = int(x_dim), int(z_dim)
-        if isinstance(likelihood, str):
-            if likelihood not in likelihoods.LIKELIHOODS:
-                known = ", ".join(likelihoods.LIKELIHOODS)
-                raise ValueError(f"unknown likelihood {likelihood!r}; choose one of: {known}")
-            likelihood = likelihoods.LIKELIHOODS[likelihood](x_dim, **(likelihood_kwargs or {}))
-        self.likelihood = likelihood
+        self.likelihood = likelihood = likelihoods.make(likelihood, x_dim, likelihood_kwargs)
         self.prior = prior if prior is not None else self.default_prior(self.z_dim)
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         self.decoder = decoder if decoder is not None else MLP(z_dim, hidden, likelihood.out_features)
@@ -54,8 +49,8 @@ class VAE(nn.Module):
     def for_data(cls, data, z_dim: int = 16, **kwargs) -> "VAE":
         """Build with the likelihood that suits a :class:`ppgen.data.Dataset`."""
         kwargs.setdefault("likelihood", data.likelihood)
-        if isinstance(kwargs["likelihood"], str) and kwargs["likelihood"] == data.likelihood:
-            kwargs.setdefault("likelihood_kwargs", data.likelihood_kwargs)
+        if isinstance(kwargs["likelihood"], str):
+            kwargs.setdefault("likelihood_kwargs", likelihoods.kwargs_for_data(kwargs["likelihood"], data))
         return cls(data.x_dim, z_dim, **kwargs)
 
     def forward(self, x: torch.Tensor) -> None:
