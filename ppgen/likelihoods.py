@@ -18,6 +18,7 @@ import pyro.distributions as dist
 from torch import nn
 
 from .distributions.autoregressive import AutoregressiveBernoulli as _AutoregressiveBernoulli
+from .distributions.autoregressive import AutoregressiveCategorical as _AutoregressiveCategorical
 from .distributions.fast import LogSoftmaxCategorical
 from .nn.device import full_precision
 from .nn.made import MaskedAutoregressiveNet
@@ -28,6 +29,8 @@ class Likelihood(nn.Module):
 
     name = "likelihood"
     params_per_dim = 1
+    #: L for data of integer levels 0..L-1 (what a levelled likelihood takes from such data), else None
+    levels: int | None = None
     input_scale = 1.0  # what encoders divide x by to see it on a unit scale
 
     def __init__(self, x_dim: int):
@@ -82,6 +85,7 @@ class Binomial(Likelihood):
     def __init__(self, x_dim: int, total_count: int = 16):
         super().__init__(x_dim)
         self.total_count = int(total_count)
+        self.levels = self.total_count + 1
         self.input_scale = float(total_count)
 
     def forward(self, raw):
@@ -95,6 +99,7 @@ class Bernoulli(Likelihood):
     """p(x_d|z) = Bernoulli(p_d): binary data (0/1)."""
 
     name = "bernoulli"
+    levels = 2
 
     def forward(self, raw):
         return dist.Bernoulli(logits=full_precision(raw)).to_event(1)
@@ -111,6 +116,7 @@ class AutoregressiveBernoulli(Likelihood):
     ``mean`` is a Monte Carlo estimate."""
 
     name = "autoregressive_bernoulli"
+    levels = 2
 
     def __init__(self, x_dim: int, hidden: int = 128):
         super().__init__(x_dim)
@@ -125,6 +131,41 @@ class AutoregressiveBernoulli(Likelihood):
 
     def check(self, x):
         _check_integers(x, 0, 1, "an autoregressive Bernoulli likelihood")
+
+
+class AutoregressiveCategorical(Likelihood):
+    """p(x|c) = prod_d Categorical(x_d | x_{<d}, c) over integer data 0..levels-1 (the digits
+    counts, 17 levels): the categorical likelihood with the pixels dependent given the latents.
+    The decoder outputs the context c (``hidden + x_dim * levels`` features: the categorical's
+    logits plus ``hidden`` for the masked net); a masked network (:mod:`ppgen.nn.made`,
+    ``hidden`` units, x_{<d} entering as x_j / (levels - 1)) adds the dependence on x_{<d}.
+    Exact ``log_prob``; ancestral sampling; ``mean`` is a Monte Carlo estimate.
+
+    A decoder this flexible can model x without the latents (posterior collapse): read the
+    run's ``active_units`` before reading its log p(x) as a latent-variable model's.
+
+    ``hidden=64``: on digits (``ppgen train vae``, one thread) 32, 64, 128 and 256 units gave
+    test IWAE log p(x) within seed noise of each other (-91.7 to -92.0 nats); 64 trains in
+    ~25 s and evaluates with K = 1000 in ~12 s."""
+
+    name = "autoregressive_categorical"
+
+    def __init__(self, x_dim: int, levels: int = 17, hidden: int = 64):
+        super().__init__(x_dim)
+        self.levels = int(levels)
+        self.params_per_dim = self.levels   # the factorised part's logits; the context also feeds the hidden layer
+        self.input_scale = float(self.levels - 1)
+        self.net = MaskedAutoregressiveNet(x_dim, hidden, levels=self.levels)
+
+    @property
+    def out_features(self) -> int:
+        return self.net.context_features
+
+    def forward(self, raw):
+        return _AutoregressiveCategorical(self.net, raw)
+
+    def check(self, x):
+        _check_integers(x, 0, self.levels - 1, f"a {self.levels}-level autoregressive categorical likelihood")
 
 
 class ContinuousBernoulli(Likelihood):
@@ -207,10 +248,24 @@ def make(likelihood: "str | Likelihood", x_dim: int, kwargs: dict | None = None)
     return LIKELIHOODS[likelihood](x_dim, **(kwargs or {}))
 
 
+#: likelihoods over integer levels 0..L-1 that take ``levels`` from any dataset whose own likelihood says L
+LEVELLED = ("categorical", "autoregressive_categorical")
+
+
 def kwargs_for_data(name: str, data) -> dict:
     """The keyword arguments the likelihood ``name`` takes from a :class:`ppgen.data.Dataset`:
-    the dataset's own ``likelihood_kwargs`` when ``name`` is its likelihood, else none."""
-    return dict(data.likelihood_kwargs) if name == data.likelihood else {}
+    the dataset's own ``likelihood_kwargs`` when ``name`` is its likelihood; for a likelihood
+    over levels (:data:`LEVELLED`), the number of levels the dataset's likelihood implies
+    (digits: 17); else none."""
+    if name == data.likelihood:
+        return dict(data.likelihood_kwargs)
+    levels = data_levels(data)
+    return {"levels": levels} if name in LEVELLED and levels is not None else {}
+
+
+def data_levels(data) -> int | None:
+    """L when a dataset's own likelihood says its values are integers 0..L-1 (its ``levels``), else None."""
+    return make(data.likelihood, data.x_dim, data.likelihood_kwargs).levels
 
 
 LIKELIHOODS = {
@@ -218,6 +273,7 @@ LIKELIHOODS = {
     "binomial": Binomial,
     "bernoulli": Bernoulli,
     "autoregressive_bernoulli": AutoregressiveBernoulli,
+    "autoregressive_categorical": AutoregressiveCategorical,
     "continuous_bernoulli": ContinuousBernoulli,
     "normal": Normal,
 }

@@ -96,6 +96,13 @@ def test_shapes_broadcast_over_particles_and_expand():
         AutoregressiveBernoulli(lik.net, torch.randn(3))
 
 
+def test_a_net_with_levels_is_refused():
+    net = MaskedAutoregressiveNet(4, 6, levels=3)
+    assert net(torch.zeros(4), torch.zeros(net.context_features)).shape == (4, 3)
+    with pytest.raises(ValueError, match="binary MaskedAutoregressiveNet"):
+        AutoregressiveBernoulli(net, torch.zeros(net.context_features))
+
+
 def test_support_errors_name_the_likelihood():
     lik = LIKELIHOODS["autoregressive_bernoulli"](4)
     with pytest.raises(ValueError, match="autoregressive Bernoulli"):

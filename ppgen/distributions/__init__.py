@@ -1,7 +1,8 @@
-"""Custom distributions: spike-and-slab, the autoregressive Bernoulli, and the per-step
+"""Custom distributions: spike-and-slab, the autoregressive Bernoulli and categorical, and the per-step
 distributions of a sequence scored in one batched call (:class:`SiteSequence`)."""
-from .autoregressive import AutoregressiveBernoulli
+from .autoregressive import AutoregressiveBernoulli, AutoregressiveCategorical
 from .site_sequence import SiteSequence, Step, normal, stack_steps
 from .spike_slab import SpikeAndSlab
 
-__all__ = ["SpikeAndSlab", "AutoregressiveBernoulli", "SiteSequence", "Step", "normal", "stack_steps"]
+__all__ = ["SpikeAndSlab", "AutoregressiveBernoulli", "AutoregressiveCategorical", "SiteSequence", "Step", "normal",
+           "stack_steps"]

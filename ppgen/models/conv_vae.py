@@ -40,6 +40,11 @@ class ConvVAE(VAE):
         # the likelihood is resolved by VAE first: its params_per_dim sizes the decoder's output
         super().__init__(x_dim, z_dim, likelihood=likelihood, prior=prior, decoder=nn.Identity(),
                          likelihood_kwargs=likelihood_kwargs)
+        lik = self.likelihood
+        if decoder is None and lik.out_features != self.x_dim * lik.params_per_dim:  # e.g. an autoregressive one
+            raise ValueError(f"{type(self).__name__} cannot use likelihood {lik.name!r}: its deconvolution decoder emits "
+                             f"parameters per pixel ({self.x_dim} x {lik.params_per_dim}), and this likelihood needs a "
+                             f"context of {lik.out_features} features per image; use vae or sparse_vae")
         self.image_shape, self.width, self.hidden = image_shape, int(width), int(hidden)
         self.decoder = decoder if decoder is not None else DeconvDecoder(
             self.z_dim, image_shape, self.likelihood.params_per_dim, conv_channels(width)[::-1])
