@@ -65,6 +65,14 @@ WEIGHT = _checked(float, lambda v: v >= 0 and math.isfinite(v), "a non-negative 
 FRACTION = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
+def SIZES(text: str) -> list[int]:
+    """An argparse type: comma-separated positive integers (``32,16``)."""
+    return [POSITIVE(part) for part in text.split(",")]
+
+
+SIZES.__name__ = "comma-separated positive integers"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with the one-line errors of the rest of the CLI (the usage is in ``--help``)."""
 
@@ -117,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--spike-gradient", choices=["score", "straight_through"], default=None,
+                   help="sparse_vae, spike_and_slab guide: gradient w.r.t. the spike probabilities; score (unbiased, "
+                        "elbo trace only; the default there) or straight_through (biased; the default otherwise)")
     c = t.add_argument_group("conv_vae, gan, vaegan and deconv (the model's default when not given)")
     c.add_argument("--width", type=POSITIVE, default=None, help="conv channels at full resolution")
     c.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
@@ -126,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--feature-weight", type=WEIGHT, default=None,
                    help="vaegan: weight of the discriminator-feature reconstruction term (Larsen et al.)")
     c.add_argument("--task", default=None, help="deconv: sr2, sr4 or denoise")
+    h = t.add_argument_group("hvae")
+    h.add_argument("--z-dims", type=SIZES, default=None,
+                   help="latent sizes of the layers, bottom (next to x) to top, e.g. 32,16 (the default)")
     v = t.add_argument_group("vrnn")
     v.add_argument("--rnn", default=None, help="recurrence: gru or lstm (default gru)")
     v.add_argument("--dropout", type=FRACTION, default=None,
@@ -185,7 +199,7 @@ def cmd_train(args) -> None:
         "model", "data", "prior", "guide", "elbo", "num_particles", "z_dim", "hidden", "epochs", "batch_size",
         "lr", "beta", "anneal_epochs", "clip_norm", "lr_schedule", "patience", "weight_decay", "seed", "width",
         "spectral_norm", "gradient_penalty", "adversarial_weight", "feature_weight", "task", "rnn", "dropout",
-        "transpose", "likelihood", "precision")}
+        "transpose", "likelihood", "precision", "spike_gradient", "z_dims")}
     metrics = train_run(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
                         iwae_k=args.iwae_k)
     if distributed.is_main():

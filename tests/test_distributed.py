@@ -15,14 +15,14 @@ import torch
 
 from ppgen import data as data_mod
 from ppgen.companions.gan import discriminator_loss, generator_loss, train_gan
-from ppgen.guides import DiagonalNormalGuide, check_sites
+from ppgen.guides import DiagonalNormalGuide, LadderGuide, check_sites
 from ppgen.infer import fit
 from ppgen.infer.batches import InMemory, Shard
 from ppgen.infer.checkpoint import load_checkpoint, rng_state
 from ppgen.infer.fit import make_optimizer
 from ppgen.infer.loop import NonFiniteLossError, _restore_rng, apply_update, seed_all
 from ppgen.infer.objectives import ELBOS, with_beta
-from ppgen.models import VAE
+from ppgen.models import VAE, HierarchicalVAE
 from ppgen.nn.dcgan import Discriminator, Generator
 
 ROWS, SEED, LR = 61, 5, 1e-2  # an odd global batch: the two shares (31 and 30 rows) are unequal
@@ -41,6 +41,16 @@ def small_pair(digits):
     return model, DiagonalNormalGuide.for_model(model, hidden=32)
 
 
+def small_hierarchy(digits):
+    """A two-layer pair whose guide shares the model's top-down networks (a gradient from both)."""
+    torch.manual_seed(0)
+    model = HierarchicalVAE.for_data(digits, (4, 2), hidden=16)
+    return model, LadderGuide.for_model(model, hidden=16)
+
+
+PAIRS = {"pair": small_pair, "hierarchy": small_hierarchy}
+
+
 def small_gan():
     torch.manual_seed(0)
     return Generator(8, (1, 8, 8), [16, 8]), Discriminator((1, 8, 8), [8, 16])
@@ -53,9 +63,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     digits = data_mod.load("digits")
-    model, guide = small_pair(digits)
-    fit(model, guide, digits.train[:ROWS], epochs=1, batch_size=ROWS, lr=LR, seed=SEED, device="cpu",
-        progress=False, validate=False)
+    trained = {}
+    for name, build in PAIRS.items():
+        model, guide = build(digits)
+        fit(model, guide, digits.train[:ROWS], epochs=1, batch_size=ROWS, lr=LR, seed=SEED, device="cpu",
+            progress=False, validate=False)
+        trained[name] = [p.detach() for m in (model, guide) for p in m.parameters()]
     gen, disc = small_gan()
     train_gan(digits.train[:ROWS] / 16, (1, 8, 8), generator=gen, discriminator=disc, epochs=1, batch_size=ROWS,
               z_dim=8, lr=LR, seed=SEED, device="cpu", progress=False)
@@ -66,8 +79,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     except NonFiniteLossError as e:
         nan_error = str(e)
     if rank == 0:
-        torch.save({"pair": [p.detach() for m in (model, guide) for p in m.parameters()],
-                    "gan": [p.detach() for m in (gen, disc) for p in m.parameters()]}, Path(out) / "ddp.pt")
+        torch.save({**trained, "gan": [p.detach() for m in (gen, disc) for p in m.parameters()]}, Path(out) / "ddp.pt")
     (Path(out) / f"nan{rank}.txt").write_text(nan_error or "")
 
 
@@ -76,10 +88,10 @@ def shares(rows: int):
     return Shard(0, 2, SEED).rows(rows, rows, 0)[0], Shard(1, 2, SEED).rows(rows, rows, 0)[0]
 
 
-def one_process_pair_step(digits):
+def one_process_pair_step(digits, build=small_pair):
     """What the 2-process step must equal: one process, the same global batch, each half's
     draws from that rank's seed, the halves' per-datapoint losses weighted by their rows."""
-    model, guide = small_pair(digits)
+    model, guide = build(digits)
     x = digits.train[:ROWS]
     check_sites(model, guide, x[:2])
     optimizer = make_optimizer(list(model.parameters()) + list(guide.parameters()), lr=LR)
@@ -112,7 +124,9 @@ def one_process_gan_step(digits):
 def test_one_ddp_step_equals_one_process_step_on_the_global_batch(tmp_path, digits):
     torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
-    for name, reference in (("pair", one_process_pair_step(digits)), ("gan", one_process_gan_step(digits))):
+    references = {**{name: one_process_pair_step(digits, build) for name, build in PAIRS.items()},
+                  "gan": one_process_gan_step(digits)}
+    for name, reference in references.items():
         assert len(ddp[name]) == len(reference)
         for a, b in zip(ddp[name], reference):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")

@@ -106,7 +106,7 @@ def test_resume_check_names_every_difference():
 
 
 def test_families_declare_what_they_take():
-    assert set(FAMILIES) == {"vae", "sparse_vae", "vrnn", "conv_vae", "gan", "vaegan", "deconv"}
+    assert set(FAMILIES) == {"vae", "sparse_vae", "hvae", "vrnn", "conv_vae", "gan", "vaegan", "deconv"}
     for fam in FAMILIES.values():
         assert set(fam.priors) <= {*PRIORS, *STEP_PRIORS} and set(fam.guides) <= set(GUIDES), fam.name
     assert family("vrnn").priors == tuple(STEP_PRIORS) == ("learned", "standard")
@@ -114,6 +114,7 @@ def test_families_declare_what_they_take():
     assert family("sparse_vae").priors == ("laplace", "spike_and_slab")  # the one rule: Prior.sparse
     assert all(PRIORS[p].sparse for p in family("sparse_vae").priors)
     assert "vrnn_filtering" not in family("conv_vae").guides and not family("gan").priors
+    assert family("hvae").guides == ("ladder",) and "ladder" not in family("vae").guides
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         family("nope")
 

@@ -157,10 +157,10 @@ def latent_rows(ctx) -> list:
             per_datapoint = kl[name].sum([d for d in kl[name].dims if d != "datapoint"])
             rows.append((f"KL(q || p) of {name} per datapoint", f"{float(per_datapoint.mean()):.3f} nats"))
     for name, var in idata.posterior.data_vars.items():
-        if "latent" not in var.dims:
+        if "datapoint" not in var.dims or not D.latent_dim(var):
             continue
         rows.append((f"active units of {name} (Cov_x E_q[z|x] > 0.01, from the draws)",
-                     f"{D.active_units(idata, name)} of {var.sizes['latent']}"))
+                     f"{D.active_units(idata, name)} of {var.sizes[D.latent_dim(var)]}"))
         if has_sparse_prior(ctx["model"]):
             rows.append((f"code sparsity of {name} (share of |z| <= 0.01)", f"{D.code_sparsity(idata, name):.3f}"))
     return rows
@@ -227,7 +227,7 @@ def traversal_section(ctx):
 
 def kl_section(ctx):
     kl = ctx["kl"]
-    if not any("latent" in v.dims or "time" in v.dims for v in kl.data_vars.values()):
+    if not any(D.latent_dim(v) or "time" in v.dims for v in kl.data_vars.values()):
         return None
     text = ("<p>Monte Carlo KL(q(z|x) || p(z)) averaged over the data. A dimension (or a time step) with KL near 0 "
             "for all data carries no information about x: posterior collapse shows up here. Per dimension, the KL "

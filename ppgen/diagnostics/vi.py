@@ -388,9 +388,18 @@ def _name_event_dims(name, array, dims, vector_dim, sizes) -> list:
         if sizes.setdefault(vector_dim, size) == size:
             dims[events[0]] = vector_dim
             return dims
+    if vector_dim is not None and len(events) == 1 and "datapoint" in dims:
+        dims[events[0]] = f"{vector_dim}_{name}"  # a second code of another size (a hierarchy's layers)
+        return dims
     for k, i in enumerate(events):
         dims[i] = f"{name}_dim_{k}"
     return dims
+
+
+def latent_dim(var: xr.DataArray) -> str | None:
+    """The vector dim of a code variable: ``latent``, or ``latent_<name>`` for a code whose
+    size differs from the first one's (the layers of a hierarchy); None for other variables."""
+    return next((d for d in var.dims if d == "latent" or d.startswith("latent_")), None)
 
 
 def _obs_size(groups) -> int | None:
@@ -628,13 +637,14 @@ def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | No
             if marginal is not None:
                 marginal = _nan_where_masked(marginal, site, marginal.dim() - 1)
                 per_dim[name] = _labelled(marginal, site, data_plate, event_dim=1)
-    out = {}
+    out, sizes = {}, {}
     for name, (array, dims) in _stack_time(total).items():
         if "datapoint" in dims:
             out[name] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"])
     for name, (array, dims) in _stack_time(per_dim).items():
         if "datapoint" in dims:
-            out[f"{name}_per_dim"] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"][:-1] + ["latent"])
+            vector = "latent" if sizes.setdefault("latent", array.shape[-1]) == array.shape[-1] else f"latent_{name}"
+            out[f"{name}_per_dim"] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"][:-1] + [vector])
     return xr.Dataset({k: (d, a) for k, (a, d) in out.items()})
 
 
@@ -654,7 +664,7 @@ def code_variable(idata: az.InferenceData, var: str | None = None) -> str:
     ``latent`` dim (the name is found, not assumed); ``ValueError`` listing them if several."""
     if var is not None:
         return var
-    codes = [name for name, v in idata.posterior.data_vars.items() if {"datapoint", "latent"} <= set(v.dims)]
+    codes = [name for name, v in idata.posterior.data_vars.items() if "datapoint" in v.dims and latent_dim(v)]
     if len(codes) != 1:
         raise ValueError(f"the posterior has the code variables {codes}; pass var= to choose one")
     return codes[0]
@@ -673,9 +683,10 @@ def latent_activity(idata: az.InferenceData, var: str | None = None) -> xr.DataA
     from the posterior draws: :func:`ppgen.evaluate.latent_activity` (the per-datapoint draw
     means' variance across data and steps, less their Monte Carlo noise)."""
     z = idata.posterior[code_variable(idata, var)]
-    draws = z.stack(__sample__=("chain", "draw")).transpose("__sample__", ..., "latent")
+    dim = latent_dim(z)
+    draws = z.stack(__sample__=("chain", "draw")).transpose("__sample__", ..., dim)
     activity = latents.latent_activity(torch.as_tensor(draws.values))
-    return xr.DataArray(activity.numpy(), dims=["latent"], coords={"latent": z["latent"].values})
+    return xr.DataArray(activity.numpy(), dims=[dim], coords={dim: z[dim].values})
 
 
 def active_units(idata: az.InferenceData, var: str | None = None, threshold: float = 0.01) -> int:
@@ -797,14 +808,14 @@ def plot_kl(kl: xr.Dataset):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = [name for name in kl.data_vars if "latent" in kl[name].dims]
-    panels += [name for name in kl.data_vars if "time" in kl[name].dims and "latent" not in kl[name].dims]
+    panels = [name for name in kl.data_vars if latent_dim(kl[name])]
+    panels += [name for name in kl.data_vars if "time" in kl[name].dims and not latent_dim(kl[name])]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.2), squeeze=False)
     for ax, name in zip(axes[0], panels):
-        values = kl[name]
-        if "latent" in values.dims:
-            mean = values.mean([d for d in values.dims if d != "latent"])
-            ax.bar(mean["latent"].values, mean.values)
+        values, dim = kl[name], latent_dim(kl[name])
+        if dim:
+            mean = values.mean([d for d in values.dims if d != dim])
+            ax.bar(mean[dim].values, mean.values)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("latent dimension")
             ax.set_title(f"KL per dimension of {name.removesuffix('_per_dim')} (nats)")
@@ -835,5 +846,5 @@ def write_netcdf(idata: az.InferenceData, path) -> Path:
 
 __all__ = ["KHAT_GOOD", "KHAT_BAD", "DIMS", "to_inference_data", "training_dataset", "psis_khat",
            "log_mean_exp_se", "importance_diagnostics", "khat_bands", "worst_datapoints", "guide_corrected_loo",
-           "latent_kl", "code_variable", "observed_variable", "latent_activity", "active_units", "code_sparsity", "ppc_statistics", "plot_khat",
+           "latent_kl", "latent_dim", "code_variable", "observed_variable", "latent_activity", "active_units", "code_sparsity", "ppc_statistics", "plot_khat",
            "plot_ppc", "plot_training", "plot_kl", "write_netcdf"]

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..data.base import model_args
 from ..infer.importance import importance_sample, in_data_plate, log_importance_weights
 from ..infer.objectives import TraceELBO
+from ..infer.precision import outside_autocast
 from ..nn import eval_mode
 from .latents import (active_units, code_sparsity, guide_activity, has_sparse_prior, keep_rng, latent_activity,
                       latent_variables, variable_draws)
@@ -221,9 +222,10 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
       are computed on ``fit_data`` only (ignored for all-local models);
 
     and for the guide's local vector latents (found from its trace; per-step sites z_0..z_{T-1}
-    are one variable z) ``active_units`` and, when ``sparsity`` (by default: the model's
-    prior is sparse), ``code_sparsity``; with several such variables, ``active_units_<name>``
-    and ``code_sparsity_<name>`` for each. ``progress`` shows a bar for the importance draws
+    are one variable z) ``kl_nats`` (:func:`latent_kl_nats`, for all-local models; the KL of each
+    layer of a hierarchy), ``active_units`` and, when ``sparsity`` (by default: the model's
+    prior is sparse), ``code_sparsity``; with several such variables, ``kl_nats_<name>``,
+    ``active_units_<name>`` and ``code_sparsity_<name>`` for each. ``progress`` shows a bar for the importance draws
     (the part that takes time)."""
     if sparsity is None:
         sparsity = has_sparse_prior(model)
@@ -236,6 +238,8 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
             metrics.update(_fit_bounds(model, guide, model_args(fit_data), k, progress))
     else:
         metrics = _local_bounds(model, guide, data, k, elbo_samples, progress)
+        for name, kl in latent_kl_nats(model, guide, args, variables, elbo_samples).items():
+            metrics["kl_nats" if len(variables) == 1 else f"kl_nats_{name}"] = kl
     for name, sites in variables.items():
         key = "" if len(variables) == 1 else f"_{name}"
         activity = (guide_activity(guide, *args, site=sites[0]) if len(sites) == 1
@@ -246,6 +250,30 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
         metrics[f"code_sparsity{key}"] = code_sparsity(variable_draws(guide, *args, sites=sites, num_samples=8))
     return metrics
 
+
+
+@torch.no_grad()
+def latent_kl_nats(model, guide, data, variables: dict[str, list[str]], num_samples: int = 10,
+                   batch_size: int = 256) -> dict[str, float]:
+    """KL per datapoint in nats of each local latent variable (``{name: [sites]}``, as
+    :func:`~ppgen.evaluate.latents.latent_variables` gives them), by Monte Carlo over
+    ``num_samples`` draws z ~ q(z | x): E_q[log q(z_v | ...) - log p(z_v | ...)], each site scored
+    under the conditionals the guide and the model give it (in a hierarchy, the KL of layer l
+    given the layer above, the per-layer term of the ELBO = E_q[log p(x | z)] - sum of these).
+    A layer whose KL is ~0 carries no information about x. For all-local models (a site
+    outside the data plate raises ``ValueError``)."""
+    args = model_args(data)
+    totals, n = dict.fromkeys(variables, 0.0), 0
+    with eval_mode(model, guide), pyro.validation_enabled(False):
+        particle_dim = -(_plate_nesting(model, guide, args) + 1)
+        for batch in _batches(args, batch_size):
+            sample = importance_sample(model, guide, *batch, num_particles=num_samples, particle_dim=particle_dim)
+            with outside_autocast():
+                terms = sample.site_terms()  # log p - log q per site, [K, N]
+            for name, sites in variables.items():
+                totals[name] -= float(sum(terms[site] for site in sites).double().mean(0).sum())
+            n += batch[0].shape[0]
+    return {name: total / n for name, total in totals.items()}
 
 
 def _local_bounds(model, guide, data, k, elbo_samples, progress) -> dict:

@@ -176,9 +176,16 @@ def guide_activity(guide, *args, site: str | None = None, num_samples: int = 32)
 
 def _exact_mean(guide, args, site) -> torch.Tensor | None:
     """The mean of q's distribution at ``site`` for one guide run, or None where torch has no
-    closed form (a flow's ``TransformedDistribution`` raises ``NotImplementedError``)."""
+    closed form (a flow's ``TransformedDistribution`` raises ``NotImplementedError``) or where
+    it is not E_q[z | x]: a site drawn after another latent (a lower layer of a hierarchy,
+    a local latent given global ones) has a distribution given that draw, whose mean varies
+    with it."""
     with pyro.validation_enabled(False), eval_mode(guide):
-        fn = guide_draws(guide, *args, num_particles=None)[site]["fn"]
+        sites = guide_draws(guide, *args, num_particles=None)
+        latent = [name for name, msg in sites.items() if not msg["is_observed"]]
+        if latent[:1] != [site]:
+            return None
+        fn = sites[site]["fn"]
         try:
             return fn.mean
         except NotImplementedError:

@@ -5,6 +5,7 @@ from .sparse_vae import SparseVAE
 from .vrnn import VRNN
 from .conv_vae import ConvVAE
 from .vaegan import VAEGAN
+from .hvae import HierarchicalVAE
 
 MODELS = {
     "vae": VAE,
@@ -12,6 +13,7 @@ MODELS = {
     "vrnn": VRNN,
     "conv_vae": ConvVAE,
     "vaegan": VAEGAN,
+    "hvae": HierarchicalVAE,
 }
 
-__all__ = ["MODELS", "VAE", "SparseVAE", "VRNN", "ConvVAE", "VAEGAN"]
+__all__ = ["MODELS", "VAE", "SparseVAE", "VRNN", "ConvVAE", "VAEGAN", "HierarchicalVAE"]

@@ -11,6 +11,8 @@ gets the matching service:
 - ``guide.check_model(model)``: raise if the guide cannot guide that model (a spike-and-slab
   guide needs a spike-and-slab prior).
 - ``model.sample(n, ...)``: draws from p(x); figures and sample-quality metrics use it.
+- ``model.z_dims`` and ``model.conditional(layer, z_above) -> (loc, scale)``: a hierarchy of
+  Gaussian layers p(z_l | z_{l+1}) whose top-down pass a ladder guide shares.
 """
 from __future__ import annotations
 
@@ -37,4 +39,11 @@ class Samples(Protocol):
     def sample(self, n: int, *args, **kwargs): ...
 
 
-__all__ = ["ChecksData", "ChecksPrior", "ChecksModel", "Samples"]
+@runtime_checkable
+class TopDown(Protocol):
+    z_dims: tuple
+
+    def conditional(self, layer: int, z_above): ...
+
+
+__all__ = ["ChecksData", "ChecksPrior", "ChecksModel", "Samples", "TopDown"]

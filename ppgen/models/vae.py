@@ -48,10 +48,7 @@ class VAE(nn.Module):
     @classmethod
     def for_data(cls, data, z_dim: int = 16, **kwargs) -> "VAE":
         """Build with the likelihood that suits a :class:`ppgen.data.Dataset`."""
-        kwargs.setdefault("likelihood", data.likelihood)
-        if isinstance(kwargs["likelihood"], str):
-            kwargs.setdefault("likelihood_kwargs", likelihoods.kwargs_for_data(kwargs["likelihood"], data))
-        return cls(data.x_dim, z_dim, **kwargs)
+        return cls(data.x_dim, z_dim, **with_data_likelihood(data, kwargs))
 
     def forward(self, x: torch.Tensor) -> None:
         with pyro.plate("data", x.shape[0]):
@@ -71,6 +68,21 @@ class VAE(nn.Module):
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the problem if ``x`` cannot be scored by this model."""
-        if x.dim() != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"{type(self).__name__} expects data of shape [N, {self.x_dim}], got {tuple(x.shape)}")
-        self.likelihood.check(x)
+        check_vectors(self, x)
+
+
+def with_data_likelihood(data, kwargs: dict) -> dict:
+    """``kwargs`` of a vector model with the likelihood that suits a :class:`ppgen.data.Dataset`
+    filled in where not given: its name and the keyword arguments it takes from the data."""
+    kwargs = {"likelihood": data.likelihood, **kwargs}
+    if isinstance(kwargs["likelihood"], str):
+        kwargs.setdefault("likelihood_kwargs", likelihoods.kwargs_for_data(kwargs["likelihood"], data))
+    return kwargs
+
+
+def check_vectors(model, x: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming the problem unless ``x`` is ``[N, model.x_dim]`` in the support
+    of ``model.likelihood``."""
+    if x.dim() != 2 or x.shape[1] != model.x_dim:
+        raise ValueError(f"{type(model).__name__} expects data of shape [N, {model.x_dim}], got {tuple(x.shape)}")
+    model.likelihood.check(x)

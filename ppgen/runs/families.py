@@ -5,11 +5,12 @@ from .conv_vae import CONV_VAE
 from .deconv import DECONV
 from .family import Family
 from .gan import GAN
+from .hvae import HVAE
 from .vae import SPARSE_VAE, VAE
 from .vaegan import VAEGAN
 from .vrnn import VRNN_FAMILY
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (VAE, SPARSE_VAE, VRNN_FAMILY, CONV_VAE, GAN, VAEGAN, DECONV)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (VAE, SPARSE_VAE, HVAE, VRNN_FAMILY, CONV_VAE, GAN, VAEGAN, DECONV)}
 
 
 def family(name: str) -> Family:
