@@ -22,3 +22,13 @@ def digits():
     from ppgen.data import load_digits
 
     return load_digits()
+
+
+@pytest.fixture
+def float64():
+    """The test runs with float64 as torch's default dtype (exact-enumeration and closed-form
+    oracles compared at tight tolerances); use with ``pytestmark = pytest.mark.usefixtures("float64")``."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

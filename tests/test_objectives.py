@@ -24,12 +24,7 @@ from ppgen.infer.objectives import IWAE, MeanFieldELBO, TraceELBO, log_importanc
 N, X_DIM, Z_DIM, LEVELS = 6, 10, 3, 5
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def lean(objective):
