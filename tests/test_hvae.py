@@ -20,6 +20,7 @@ from ppgen.guides import LadderGuide, check_sites
 from ppgen.guides.amortized import DiagonalNormalGuide
 from ppgen.infer import fit
 from ppgen.models import VAE, HierarchicalVAE
+from ppgen import report
 from ppgen.runs import train_run
 
 X_DIM, Z1, Z2 = 5, 3, 2
@@ -195,3 +196,8 @@ def test_run_reports_kl_and_active_units_per_layer(tmp_path):
     assert metrics["kl_nats_z1"] >= 0 and metrics["kl_nats_z2"] >= 0
     assert json.loads((out / "config.json").read_text())["z_dims"] == [6, 3]
     assert (out / "samples.png").exists()
+    report(out, num_samples=10, importance_samples=20, max_obs=30)
+    html = (out / "report.html").read_text()
+    for row in ("KL(q || p) of z1 per datapoint", "KL(q || p) of z2 per datapoint", "active units of z1",
+                "active units of z2", "Latent traversals"):
+        assert row in html, row  # traversals are drawn only where the report knows the decoder's code: z1

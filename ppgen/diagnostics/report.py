@@ -52,7 +52,7 @@ class Report:
 
 def diagnose(model, guide, data, *, fit_data=None, num_samples: int | None = None,
              importance_samples: int = IMPORTANCE_DRAWS, history=None, seed: int = 0, attrs: dict | None = None,
-             decode_mean=None) -> dict:
+             decode_mean=None, code: str | None = None) -> dict:
     """Everything the report shows for ``data`` (held out, or the training data): the
     InferenceData of ``num_samples`` guide draws per datapoint (default 100, fewer for long
     sequences) with the groups ``vi_diagnostics`` (k-hat, log p(x), gap per datapoint, from
@@ -62,7 +62,8 @@ def diagnose(model, guide, data, *, fit_data=None, num_samples: int | None = Non
 
     ``decode_mean(z)``, where the model has one, maps codes ``[..., z_dim]`` to the mean of
     p(x | z) (on the data's scale); it draws the reconstructions and latent traversals, which
-    are left out without it."""
+    are left out without it. ``code`` names the posterior variable it reads (the one code
+    variable by default; a hierarchy's ``z1``, the layer p(x | z_1) conditions on)."""
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
     idata = D.to_inference_data(model, guide, data, num_samples or _posterior_draws(data), history=history,
@@ -70,7 +71,8 @@ def diagnose(model, guide, data, *, fit_data=None, num_samples: int | None = Non
     diag = D.importance_diagnostics(model, guide, data, importance_samples, fit_data=fit_data)
     kl = D.latent_kl(model, guide, data)
     idata.add_groups({"vi_diagnostics": diag, "latent_kl": kl})
-    return {"model": model, "guide": guide, "idata": idata, "diag": diag, "kl": kl, "decode_mean": decode_mean}
+    return {"model": model, "guide": guide, "idata": idata, "diag": diag, "kl": kl, "decode_mean": decode_mean,
+            "code": code}
 
 
 def write_report(ctx: dict, out, title: str, subtitle: str = "", *, started: float | None = None) -> Report:
@@ -297,9 +299,10 @@ def _image_shape(ctx):
 
 
 def _code(ctx) -> str | None:
-    """The posterior's one per-datapoint code variable (no time dim), None otherwise."""
+    """The code variable the decoder reads (the context's ``code``, else the posterior's one
+    per-datapoint code variable), None where there is none or it has a time dim."""
     try:
-        var = D.code_variable(ctx["idata"])
+        var = D.code_variable(ctx["idata"], ctx.get("code"))
     except ValueError:
         return None
     return None if "time" in ctx["idata"].posterior[var].dims else var

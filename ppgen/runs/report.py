@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..diagnostics.report import IMPORTANCE_DRAWS, Report, diagnose, write_report
 from ..infer.checkpoint import load_checkpoint
-from ..models import VAE
+from ..models import VAE, HierarchicalVAE
 from .api import load_run
 from .files import check_output_file, check_writable, read_json
 
@@ -41,7 +41,7 @@ def report(target, guide=None, data=None, *, out="report.html", fit_data=None, n
     out = Path(out)
     check_output_file(out if out.suffix.lower() in (".html", ".htm") else out / "report.html")
     ctx = diagnose(target, guide, _first(data, max_obs), fit_data=fit_data, num_samples=num_samples,
-                   importance_samples=importance_samples, history=history, seed=seed, decode_mean=decode_mean(target))
+                   importance_samples=importance_samples, history=history, seed=seed, **decoder_of(target))
     name = getattr(target, "__name__", type(target).__name__)
     return write_report(ctx, out, title or f"ppgen report: {name}", subtitle=str(out), started=start)
 
@@ -59,17 +59,21 @@ def _run_report(run_dir, num_samples, importance_samples, max_obs, device, seed)
     test = _first(dataset.test, max_obs)
     ctx = diagnose(model, guide, test, num_samples=num_samples, importance_samples=importance_samples,
                    history=history, seed=seed, attrs={"run_dir": str(run_dir), "config": json.dumps(config)},
-                   decode_mean=decode_mean(model))
+                   **decoder_of(model))
     ctx.update(dataset=dataset, config=config, metrics=metrics)
     title = f"ppgen report: {config.get('model', type(model).__name__)} on {config.get('data', dataset.name)}"
     return write_report(ctx, run_dir, title, subtitle=str(run_dir), started=start)
 
 
-def decode_mean(model):
-    """z -> mean of p(x | z) for the VAE family (its decoder and likelihood); None for others."""
-    if not isinstance(model, VAE):
-        return None
-    return lambda z: model.likelihood.mean(model.decoder(z))
+def decoder_of(model) -> dict:
+    """``decode_mean`` (z -> mean of p(x | z)) and the ``code`` it reads, for the VAE family (its
+    decoder and likelihood, the one code) and the hierarchical VAE (its p(x | z_1), the code z1);
+    nothing for other models."""
+    if isinstance(model, VAE):
+        return {"decode_mean": lambda z: model.likelihood.mean(model.decoder(z))}
+    if isinstance(model, HierarchicalVAE):
+        return {"decode_mean": lambda z: model.likelihood.mean(model.decoder(z)), "code": model.sites[0]}
+    return {}
 
 
 def _first(data, n: int | None):
