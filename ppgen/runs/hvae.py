@@ -5,18 +5,12 @@ besides the VAE's numbers, the KL and active units of every layer (``kl_nats_z1`
 ``active_units_z2``, ...), found by :func:`ppgen.evaluate.evaluate` from the guide's sites."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-from pyro import poutine
-
 from .. import data as data_mod
-from ..figures.images import show_images
 from ..guides import GUIDES, LadderGuide
 from ..models import HierarchicalVAE
 from ..priors import PRIORS
 from .pair import pair_family
-from .vae import FIT_DEFAULTS, _pick, metrics, sample
+from .vae import FIT_DEFAULTS, _pick, metrics, sample, save_figures
 
 DEFAULTS = {"prior": None, "guide": None, "z_dims": [32, 16], "hidden": 256, "likelihood": None}
 #: fit settings measured on digits (benchmarks/digits_vae.py --model hvae, BENCHMARKS.md "Trust table"):
@@ -40,18 +34,6 @@ def build(config: dict, dataset):
     guide = _pick(GUIDES, cfg["guide"] or "ladder", "guide").for_model(model, hidden=cfg["hidden"])
     model.prior.use_guide(guide, dataset.train)  # a VampPrior on the top layer encodes with q(z_L | x)
     return model, guide
-
-
-@torch.no_grad()
-def save_figures(model, guide, dataset, run_dir) -> Path:
-    """run_dir/samples.png: test images, their reconstructions (mean of p(x | z_1), z ~ q(z | x))
-    and samples drawn down the hierarchy."""
-    path = Path(run_dir) / "samples.png"
-    x = dataset.test[:32].to(next(model.parameters()).device)
-    z1 = poutine.trace(guide).get_trace(x).nodes[model.sites[0]]["value"]
-    panels = {"data": x, "reconstructions": model.likelihood.mean(model.decoder(z1)), "samples": model.sample(32)}
-    show_images(panels, dataset.image_shape or (1, 1, dataset.x_dim), path=path)
-    return path
 
 
 HVAE = pair_family("hvae", defaults=DEFAULTS, fit_defaults=HVAE_FIT_DEFAULTS, load_data=data_mod.load_vectors, build=build,

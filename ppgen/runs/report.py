@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ..diagnostics.report import IMPORTANCE_DRAWS, Report, diagnose, write_report
 from ..infer.checkpoint import load_checkpoint
-from ..models import VAE, HierarchicalVAE
 from .api import load_run
 from .files import check_output_file, check_writable, read_json
+from .vae import decoder_of
 
 
 def report(target, guide=None, data=None, *, out="report.html", fit_data=None, num_samples: int | None = None,
@@ -63,17 +63,6 @@ def _run_report(run_dir, num_samples, importance_samples, max_obs, device, seed)
     ctx.update(dataset=dataset, config=config, metrics=metrics)
     title = f"ppgen report: {config.get('model', type(model).__name__)} on {config.get('data', dataset.name)}"
     return write_report(ctx, run_dir, title, subtitle=str(run_dir), started=start)
-
-
-def decoder_of(model) -> dict:
-    """``decode_mean`` (z -> mean of p(x | z)) and the ``code`` it reads, for the VAE family (its
-    decoder and likelihood, the one code) and the hierarchical VAE (its p(x | z_1), the code z1);
-    nothing for other models."""
-    if isinstance(model, VAE):
-        return {"decode_mean": lambda z: model.likelihood.mean(model.decoder(z))}
-    if isinstance(model, HierarchicalVAE):
-        return {"decode_mean": lambda z: model.likelihood.mean(model.decoder(z)), "code": model.sites[0]}
-    return {}
 
 
 def _first(data, n: int | None):

@@ -4,12 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from pyro import poutine
 
 from .. import data as data_mod
 from ..evaluate import evaluate
 from ..figures.images import show_images
 from ..distributions.spike_slab import check_spike_gradient
 from ..guides import GUIDES, AmortizedGuide, SpikeAndSlabGuide
+from .. import models
 from ..models import MODELS
 from ..priors import PRIORS
 from .pair import FIT_SETTINGS, pair_family
@@ -52,14 +54,26 @@ def metrics(model, guide, dataset, k: int = 1000, progress: bool = False) -> dic
     return evaluate(model, guide, dataset.test, k=k, sparsity=model.prior.sparse, progress=progress)
 
 
+def decoder_of(model) -> dict:
+    """``decode_mean`` (z -> mean of p(x | z)) and the latent ``code`` site it reads: ``z`` for the
+    VAE family (VAE, sparse, conv, the VAE-GAN's model), ``z1`` for the hierarchical VAE (p(x | z_1));
+    nothing for other models. What figures and the report decode."""
+    if isinstance(model, models.VAE):  # the model class (this module's VAE is the family)
+        return {"decode_mean": lambda z: model.likelihood.mean(model.decoder(z)), "code": "z"}
+    if isinstance(model, models.HierarchicalVAE):
+        return {"decode_mean": lambda z: model.likelihood.mean(model.decoder(z)), "code": model.sites[0]}
+    return {}
+
+
 @torch.no_grad()
 def save_figures(model, guide, dataset, run_dir) -> Path:
-    """run_dir/samples.png: test images, their reconstructions (mean of p(x|z), z ~ q(z|x))
-    and samples from the model."""
+    """run_dir/samples.png: test images, their reconstructions (mean of p(x|z), z ~ q(z|x), the
+    code the decoder reads) and samples from the model."""
     path = Path(run_dir) / "samples.png"
     x = dataset.test[:32].to(next(model.parameters()).device)
-    z = guide.posterior(x).rsample()
-    panels = {"data": x, "reconstructions": model.likelihood.mean(model.decoder(z)), "samples": model.sample(32)}
+    decoder = decoder_of(model)
+    z = poutine.trace(guide).get_trace(x).nodes[decoder["code"]]["value"]
+    panels = {"data": x, "reconstructions": decoder["decode_mean"](z), "samples": model.sample(32)}
     show_images(panels, dataset.image_shape or (1, 1, dataset.x_dim), path=path)
     return path
 
