@@ -26,7 +26,8 @@ from .infer import fit
 
 __version__ = "0.1.0"
 
-_LAZY = {"to_inference_data": ("ppgen.diagnostics", "to_inference_data"), "report": ("ppgen.runs.report", "report")}
+_LAZY = {"to_inference_data": ("ppgen.diagnostics", "to_inference_data"), "report": ("ppgen.runs.report", "report"),
+         "compare": ("ppgen.diagnostics.compare", "compare")}
 
 
 def __getattr__(name):
@@ -37,4 +38,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'ppgen' has no attribute {name!r}")
 
 
-__all__ = ["data", "guides", "likelihoods", "models", "priors", "fit", "evaluate", "report", "to_inference_data"]
+__all__ = ["data", "guides", "likelihoods", "models", "priors", "fit", "evaluate", "report", "compare",
+           "to_inference_data"]

@@ -176,10 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.add_argument("--samples", type=POSITIVE, default=None, dest="num_samples",
                    help="guide draws kept per datapoint (default 100; fewer for long sequences)")
-    r.add_argument("--importance-samples", type=POSITIVE, default=1000, help="draws per datapoint for k-hat and log p(x)")
+    r.add_argument("--importance-samples", type=POSITIVE, default=None,
+                   help="draws per datapoint for k-hat and log p(x) (default: the run's iwae_k in metrics.json, else 1000)")
     r.add_argument("--max-obs", type=POSITIVE, default=None, help="use only the first N test datapoints")
     r.add_argument("--device", default="cpu")
     r.add_argument("--seed", type=COUNT, default=0)
+
+    c = sub.add_parser("compare", help="compare runs' test log p(x) datapoint by datapoint (from their ppgen report)")
+    c.add_argument("run_dirs", nargs="+", metavar="DIR", help="run directories with a posterior.nc (ppgen report DIR)")
 
     q = sub.add_parser("quality", help="compare runs on one dataset by sample quality (table and figure)")
     q.add_argument("run_dirs", nargs="+", metavar="DIR")
@@ -249,6 +253,15 @@ def cmd_report(args) -> None:
     print(f"wrote {out.path} and {out.posterior_path} in {out.seconds:.0f} s")
 
 
+def cmd_compare(args) -> None:
+    from .diagnostics import compare
+
+    table = compare(*args.run_dirs)
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print("elpd: sum of the importance-sampled log p(x_i) over the test datapoints (nats); elpd_diff and dse: the "
+          "difference to the best run and its standard error from the paired per-datapoint differences")
+
+
 def cmd_quality(args) -> None:
     from .runs.compare import compare_runs, markdown_table, write_comparison
 
@@ -260,7 +273,7 @@ def cmd_quality(args) -> None:
 
 
 HANDLERS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "continue": cmd_continue,
-            "report": cmd_report, "quality": cmd_quality}
+            "report": cmd_report, "compare": cmd_compare, "quality": cmd_quality}
 
 #: errors a user causes and can fix (bad arguments, files, settings): exit status 2; anything
 #: else is a bug or an environment failure: exit status 1. Both print one line.

@@ -58,7 +58,7 @@ def test_report_has_every_section_and_embedded_figures(run_dir):
 def test_report_numbers_agree_with_posterior_netcdf(run_dir):
     page = (run_dir / "report.html").read_text()
     idata = az.from_netcdf(str(run_dir / "posterior.nc"))
-    assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data", "training", "vi_diagnostics",
+    assert {"posterior", "posterior_predictive", "conditional_log_likelihood", "observed_data", "training", "vi_diagnostics",
             "latent_kl"} <= set(idata.groups())
     diag = idata.vi_diagnostics
     assert diag.sizes["datapoint"] == 120 and diag.attrs["num_samples"] == 100

@@ -1,6 +1,7 @@
 """Evaluate, diagnostics and the report for pairs a user writes: plain Pyro functions with
 their own site and plate names (issue 11, points 5-8), global + local latents against
 closed forms, and what ArviZ's LOO says on ppgen's InferenceData."""
+import json
 import math
 import warnings
 
@@ -73,12 +74,13 @@ def test_inference_data_of_a_site_named_obs(user_vae):
     idata = D.to_inference_data(model, guide, x, 10)
     assert idata.observed_data["obs"].dims == ("datapoint", "feature")
     assert idata.posterior["code"].dims == ("chain", "draw", "datapoint", "latent")
-    assert idata.log_likelihood["obs"].dims == ("chain", "draw", "datapoint")
+    assert idata.conditional_log_likelihood["obs"].dims == ("chain", "draw", "datapoint")
+    assert "log_likelihood" not in idata.groups()  # all latents local: nothing for az.loo (see below)
     assert idata.posterior.attrs["model"] == "model" and idata.posterior.attrs["guide"] == "guide"
     assert D.active_units(idata, "code") >= 0
 
 
-def test_a_site_named_like_a_dimension_is_refused_clearly():
+def test_a_site_named_like_a_dimension_keeps_its_name_and_the_dimension_moves():
     def model(x):
         with pyro.plate("points", x.shape[0]):
             latent = pyro.sample("latent", dist.Normal(torch.zeros(2), 1.0).to_event(1))
@@ -88,8 +90,10 @@ def test_a_site_named_like_a_dimension_is_refused_clearly():
         with pyro.plate("points", x.shape[0]):
             pyro.sample("latent", dist.Normal(torch.zeros(2), 1.0).to_event(1))
 
-    with pytest.raises(ValueError, match=r"\['latent'\] take the name of a dimension"):
-        D.to_inference_data(model, guide, torch.randn(5), 3)
+    idata = D.to_inference_data(model, guide, torch.randn(5), 3)
+    assert idata.posterior["latent"].dims == ("chain", "draw", "datapoint", "latent_")
+    assert json.loads(idata.posterior.attrs["dims"])["latent"] == "latent_"
+    assert D.code_variable(idata) == "latent" and D.latent_activity(idata).dims == ("latent_",)
 
 
 def test_active_units_of_a_user_guide_without_a_mean_match_the_closed_form():
@@ -140,22 +144,40 @@ def test_two_local_code_sites_get_active_units_each():
 
 # -- az.loo on a VAE's InferenceData (point 7) ----------------------------------------------------
 
-def test_az_loo_on_a_vae_gives_the_importance_sampled_log_likelihood(user_vae):
+def test_az_loo_of_a_vae_refuses_and_ppgen_compare_pairs_the_datapoints(user_vae):
     model, guide, _, x = user_vae
     pyro.set_rng_seed(2)
-    idata = D.to_inference_data(model, guide, x, 200)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # ArviZ's k-hats of equal values are inf: documented
-        loo = az.loo(idata, pointwise=True)
-    iwae_sum = float(D.importance_diagnostics(model, guide, x, 200)["log_px"].sum())
-    assert abs(loo["p_loo"]) < 1e-6
-    assert abs(loo["elpd_loo"] - iwae_sum) < 0.05 * x.shape[0]  # two independent IWAE estimates, K = 200
-    # the conditional log p(x | z) is kept apart: it is not what LOO needs (its LOO would be nonsense)
-    cond = az.InferenceData(posterior=idata.posterior, log_likelihood=idata.conditional_log_likelihood)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        naive = az.loo(cond)
-    assert naive["p_loo"] > 1.0
+    idata = D.to_inference_data(model, guide, x, 20)
+    # every latent is local: no log_likelihood group (its values would be equal across draws, k-hat inf)
+    assert "log_likelihood" not in idata.groups() and "ppgen.compare" in idata.posterior.attrs["log_likelihood"]
+    with pytest.raises(TypeError, match="log likelihood not found"):
+        az.loo(idata)
+    # the conditional log p(x | z) is kept apart: it is not what LOO needs
+    assert idata.conditional_log_likelihood["obs"].dims == ("chain", "draw", "datapoint")
+
+    # a worse guide: the same encoder with its scale tripled; paired differences against the hand-computed ones
+    encoder = user_vae[2]
+
+    def wide_guide(x):
+        with pyro.plate("points", x.shape[0]):
+            loc, log_scale = encoder(x).chunk(2, -1)
+            pyro.sample("code", dist.Normal(loc, 3 * log_scale.exp()).to_event(1))
+
+    good = D.importance_diagnostics(model, guide, x, 300)
+    bad = D.importance_diagnostics(model, wide_guide, x, 300)
+    table = ppgen.compare(bad, good, names=["wide", "trained"])
+    sums = {"trained": float(good["log_px"].sum()), "wide": float(bad["log_px"].sum())}
+    best, other = sorted(sums, key=sums.get, reverse=True)
+    assert list(table.index) == [best, other] and table.loc[best, "elpd_diff"] == 0.0
+    diff = (good["log_px"].values - bad["log_px"].values) * (1 if best == "trained" else -1)
+    assert table.loc[other, "elpd_diff"] == pytest.approx(diff.sum())
+    assert table.loc[other, "dse"] == pytest.approx(math.sqrt(len(diff) * diff.var()))
+    assert table.loc[other, "dse"] < table.loc[other, "se"]  # pairing removes the datapoints' own spread
+    assert table.loc["trained", "elpd"] == pytest.approx(sums["trained"])
+    assert table.loc["trained", "khat_good"] == pytest.approx(float((good["khat"] < 0.5).mean()))
+    assert table.loc["trained", "K"] == 300 and table.loc["trained", "n"] == x.shape[0]
+    with pytest.raises(ValueError, match="datapoints"):
+        ppgen.compare(good, D.importance_diagnostics(model, guide, x[:10], 50))
 
 
 # -- global + local latents, against closed forms (point 6) ---------------------------------------

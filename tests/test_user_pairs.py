@@ -337,7 +337,8 @@ def test_the_whole_pipeline_runs_on_every_kind_of_user_pair(name, tmp_path):
     diag = Dg.importance_diagnostics(model, guide, test, 50, fit_data=train)
     assert np.isfinite(diag["log_px"].values).all() and diag.sizes["datapoint"] == 40
     idata = Dg.to_inference_data(model, guide, train, 10)
-    assert set(idata.groups()) >= {"posterior", "log_likelihood", "observed_data", "sample_stats"}
+    assert set(idata.groups()) >= {"posterior", "conditional_log_likelihood", "observed_data", "sample_stats"}
+    assert ("log_likelihood" in idata.groups()) == bool(metrics.get("global_latents"))  # LOO only for globals
     out = ppgen.report(model, guide, test, fit_data=train, out=tmp_path / "report.html", num_samples=10,
                        importance_samples=50, history=history)
     assert out.path.is_file() and 'id="verdict"' in out.html

@@ -22,6 +22,8 @@ import numpy as np
 import pyro
 import torch
 
+from ..data.base import model_args
+from ..evaluate import latents
 from ..evaluate.latents import has_sparse_prior
 from ..figures.images import image_grid, show_images
 from ..infer.checkpoint import atomic_write
@@ -64,12 +66,17 @@ def diagnose(model, guide, data, *, fit_data=None, num_samples: int | None = Non
     p(x | z) (on the data's scale); it draws the reconstructions and latent traversals, which
     are left out without it. ``code`` names the posterior variable it reads (the one code
     variable by default; a hierarchy's ``z1``, the layer p(x | z_1) conditions on)."""
+    # what can fail on the structure of the pair (shapes, plates, names) fails here, on two
+    # datapoints and two draws, before the draws that take the time
+    with latents.keep_rng(model_args(data)):
+        D.to_inference_data(model, guide, _first_rows(data, 2), 2)
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
     idata = D.to_inference_data(model, guide, data, num_samples or _posterior_draws(data), history=history,
                                 attrs=attrs)
-    diag = D.importance_diagnostics(model, guide, data, importance_samples, fit_data=fit_data)
-    kl = D.latent_kl(model, guide, data)
+    dims = D.dims_of(idata)
+    diag = D.importance_diagnostics(model, guide, data, importance_samples, fit_data=fit_data, dims=dims)
+    kl = D.latent_kl(model, guide, data, dims=dims)
     idata.add_groups({"vi_diagnostics": diag, "latent_kl": kl})
     return {"model": model, "guide": guide, "idata": idata, "diag": diag, "kl": kl, "decode_mean": decode_mean,
             "code": code}
@@ -125,7 +132,7 @@ def numbers_section(ctx):
 def bound_rows(diag) -> list:
     """ELBO, importance-sampled log p(x) with the standard error of its mean, and the gap;
     for global latents the local part given draws of the globals, and the globals' k-hat."""
-    n, k = diag.sizes["datapoint"], diag.attrs["num_samples"]
+    n, k = diag.sizes[D.dims_of(diag).datapoint], diag.attrs["num_samples"]
     se_of_mean = float(np.sqrt((diag["log_px_se"] ** 2).sum())) / n
     if diag.attrs.get("global_latents"):
         return [(f"global latents ({diag.attrs['global_latents']}): joint k-hat of p(theta, z, y) / q(theta, z) "
@@ -154,15 +161,16 @@ def frame_rows(diag, idata) -> list:
 def latent_rows(ctx) -> list:
     """KL per datapoint, active units and (for sparse models) code sparsity."""
     kl, idata, rows = ctx["kl"], ctx["idata"], []
+    dims, kl_dims = D.dims_of(idata), D.dims_of(kl)
     for name in kl.data_vars:
         if not name.endswith("_per_dim"):
-            per_datapoint = kl[name].sum([d for d in kl[name].dims if d != "datapoint"])
+            per_datapoint = kl[name].sum([d for d in kl[name].dims if d != kl_dims.datapoint])
             rows.append((f"KL(q || p) of {name} per datapoint", f"{float(per_datapoint.mean()):.3f} nats"))
     for name, var in idata.posterior.data_vars.items():
-        if "datapoint" not in var.dims or not D.latent_dim(var):
+        if dims.datapoint not in var.dims or not D.latent_dim(var, dims):
             continue
         rows.append((f"active units of {name} (Cov_x E_q[z|x] > 0.01, from the draws)",
-                     f"{D.active_units(idata, name)} of {var.sizes[D.latent_dim(var)]}"))
+                     f"{D.active_units(idata, name)} of {var.sizes[D.latent_dim(var, dims)]}"))
         if has_sparse_prior(ctx["model"]):
             rows.append((f"code sparsity of {name} (share of |z| <= 0.01)", f"{D.code_sparsity(idata, name):.3f}"))
     return rows
@@ -179,7 +187,8 @@ def recorded_note(metrics: dict) -> str:
 def verdict_section(ctx):
     diag = ctx["diag"]
     bands = D.khat_bands(diag["khat"])
-    n = diag.sizes["datapoint"]
+    datapoint = D.dims_of(diag).datapoint
+    n = diag.sizes[datapoint]
     rows = [("k-hat < 0.5", "good: q is a reliable importance proposal", bands["good"]),
             ("0.5 ≤ k-hat ≤ 0.7", "usable: importance sampling still corrects q, slowly", bands["ok"]),
             ("k-hat > 0.7", "bad: q is not trustworthy for these datapoints", bands["bad"])]
@@ -188,9 +197,9 @@ def verdict_section(ctx):
     worst = D.worst_datapoints(diag, 8)
     worst_table = table(["datapoint", "k-hat", "log p(x) ± se", "ELBO", "gap"], [
         (int(o), _khat_text(k), f"{lp:.2f} ± {se:.2f}", f"{e:.2f}", f"{g:.2f}")
-        for o, k, lp, se, e, g in zip(worst["datapoint"].values, worst["khat"].values, worst["log_px"].values,
+        for o, k, lp, se, e, g in zip(worst[datapoint].values, worst["khat"].values, worst["log_px"].values,
                                       worst["log_px_se"].values, worst["elbo"].values, worst["gap"].values)])
-    pictures = worst_datapoint_images(ctx, worst["datapoint"].values)
+    pictures = worst_datapoint_images(ctx, worst[datapoint].values)
     return ("verdict", "Verdict: is the guide trustworthy?",
             f"<p>{html.escape(global_sentence(diag) + verdict_sentence(bands))}</p>" + band_table
             + "<h3>The worst datapoints</h3>" + worst_table + pictures)
@@ -229,7 +238,8 @@ def traversal_section(ctx):
 
 def kl_section(ctx):
     kl = ctx["kl"]
-    if not any(D.latent_dim(v) or "time" in v.dims for v in kl.data_vars.values()):
+    dims = D.dims_of(kl)
+    if not any(D.latent_dim(v, dims) or dims.time in v.dims for v in kl.data_vars.values()):
         return None
     text = ("<p>Monte Carlo KL(q(z|x) || p(z)) averaged over the data. A dimension (or a time step) with KL near 0 "
             "for all data carries no information about x: posterior collapse shows up here. Per dimension, the KL "
@@ -305,7 +315,7 @@ def _code(ctx) -> str | None:
         var = D.code_variable(ctx["idata"], ctx.get("code"))
     except ValueError:
         return None
-    return None if "time" in ctx["idata"].posterior[var].dims else var
+    return None if D.dims_of(ctx["idata"]).time in ctx["idata"].posterior[var].dims else var
 
 
 def _posterior_mean_z(ctx):
@@ -339,7 +349,7 @@ def worst_datapoint_images(ctx, obs) -> str:
     x = D.observed_variable(idata)
     if shape is None or x is None:
         return ""
-    index = [int(np.flatnonzero(idata.observed_data["datapoint"].values == o)[0]) for o in obs]
+    index = [int(np.flatnonzero(idata.observed_data[D.dims_of(idata).datapoint].values == o)[0]) for o in obs]
     panels = {"worst datapoints": torch.as_tensor(idata.observed_data[x].values[index]),
               "replicated": torch.as_tensor(idata.posterior_predictive[x].values[0, 0, index])}
     return figure(show_images(panels, shape, ncol=4), "worst datapoints")
@@ -349,17 +359,18 @@ def piano_roll_panels(ctx, n: int = 3):
     idata, model = ctx["idata"], ctx["model"]
     name = D.observed_variable(idata)
     x = None if name is None else idata.observed_data[name]
-    if x is None or "time" not in x.dims:
+    dims = D.dims_of(idata)
+    if x is None or dims.time not in x.dims or dims.feature not in x.dims:
         return None
     rolls, titles = [], []
-    for i in range(min(n, x.sizes["datapoint"])):
-        frames = int(x.isel(datapoint=i).notnull().all("feature").sum())
+    for i in range(min(n, x.sizes[dims.datapoint])):
+        frames = int(x.isel({dims.datapoint: i}).notnull().all(dims.feature).sum())
         rolls += [np.nan_to_num(x.values[i, :frames]),
                   np.nan_to_num(idata.posterior_predictive[name].values[0, 0, i, :frames])]
         titles += [f"test sequence {i}", f"replicated from p(x | z), z ~ q (sequence {i})"]
     if isinstance(model, Samples):
         with torch.no_grad():
-            rolls += list(model.sample(2, min(64, x.sizes["time"])).cpu().numpy())
+            rolls += list(model.sample(2, min(64, x.sizes[dims.time])).cpu().numpy())
         titles += ["sample from p(x)", "sample from p(x)"]
     return plot_piano_rolls(rolls, titles)
 
@@ -388,9 +399,10 @@ def latent_traversals(ctx, steps: int = 9, max_dims: int = 16):
 def frames_per_datapoint(idata):
     """Real (unpadded) frames per sequence, or None for non-sequence data."""
     x = next(iter(idata.observed_data.data_vars.values()))
-    if "time" not in x.dims:
+    dims = D.dims_of(idata)
+    if dims.time not in x.dims:
         return None
-    return x.notnull().all([d for d in x.dims if d not in ("datapoint", "time")]).sum("time")
+    return x.notnull().all([d for d in x.dims if d not in (dims.datapoint, dims.time)]).sum(dims.time)
 
 
 # -- HTML ---------------------------------------------------------------------------------------
@@ -449,6 +461,11 @@ def _posterior_draws(test) -> int:
     # cap the stored arrays at ~2 * 10^7 entries (long sequences): 100 draws of 447 digits is ~3 * 10^6
     x = test[0] if isinstance(test, (tuple, list)) else test
     return int(np.clip(2e7 // max(1, x.numel()), 10, POSTERIOR_DRAWS))
+
+
+def _first_rows(data, n: int):
+    args = model_args(data)
+    return tuple(t[:n] for t in args)
 
 
 def _device(model):

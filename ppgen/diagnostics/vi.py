@@ -32,7 +32,7 @@ import json
 import math
 import os
 import warnings
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +41,9 @@ import torch
 import xarray as xr
 
 from ..data.base import model_args
-from ..distributions.declared import declared_mask, marginal_log_prob
+from ..distributions.declared import marginal_log_prob
 from ..evaluate import latents
 from ..evaluate.bounds import global_latent_sites, heldout_log_weights, joint_log_weights
-from ..evaluate.sequences import step_site
 from ..infer.checkpoint import new_file_mode
 from ..infer.importance import PARTICLES, importance_sample
 from ..nn import eval_mode
@@ -76,14 +75,10 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
       are stacked into one variable ``z`` with a ``time`` dimension. Vector latents have the
       dimension ``latent``.
     * ``posterior_predictive``: replicated data drawn from p(x | latents) for each draw.
-    * ``log_likelihood``: what PSIS-LOO needs, log p(y_i | theta_s) per draw s and datapoint
-      i, with every local latent integrated out (its attribute ``pointwise`` says which):
+    * ``log_likelihood``, for models with global latents theta: what PSIS-LOO needs,
+      log p(y_i | theta_s) per draw s and datapoint i, with every local latent integrated out
+      (its attribute ``pointwise`` says which):
 
-      - every latent local (a VAE: no global theta, the networks are point estimates):
-        the importance-sampled marginal log p(x_i) from the ``num_samples`` draws of
-        q(z | x_i), the same for every draw; ``az.loo`` then gives elpd = sum_i log p(x_i)
-        and p_loo = 0 (its k-hats are inf, an artefact of equal values; the k-hats that
-        judge this guide are those of :func:`importance_diagnostics`);
       - global latents theta only: log p(y_i | theta_s), one variable per observed site;
       - global and local latents: log p(y_i, z_si | theta_s) - log q(z_si | y_i, theta_s),
         an unbiased one-draw estimate of p(y_i | theta_s) (exact in :func:`guide_corrected_loo`,
@@ -92,6 +87,11 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
       The draws come from q, not the posterior: for global latents use
       :func:`guide_corrected_loo`, not ``az.loo`` (which treats them as posterior draws), on
       the InferenceData of the data the guide was trained on (LOO leaves out one of those).
+      A model whose latents are all local (a VAE: the networks are point estimates) has no
+      such group: there is nothing to leave out but x_i itself, elpd_loo_i is log p(x_i), and
+      equal values across draws would give ``az.loo`` k-hats of inf. Its pointwise log p(x_i)
+      is ``log_px`` of :func:`importance_diagnostics` (group ``vi_diagnostics`` of a report,
+      with the K of metrics.json); the posterior's attribute ``log_likelihood`` says so.
     * ``conditional_log_likelihood``: log p(x_i | all latents of draw s) per observed site
       (summed over time and features; masked steps contribute 0): a reconstruction term,
       not a pointwise predictive density.
@@ -101,36 +101,42 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
     * ``training``: the fit's history (ELBO per epoch and per step), when ``history`` (a
       :class:`ppgen.infer.History` or its dict) is given.
 
-    Padded (masked) entries of sequence sites are NaN. ``vectorize=False`` draws one at a
+    Padded (masked) entries of sequence sites are NaN, wherever the mask was put
+    (:func:`ppgen.evaluate.latents.site_mask`). ``vectorize=False`` draws one at a
     time, for models whose code does not broadcast over a leading draw dimension;
     ``chunk`` sets how many draws are vectorized at once (memory). Site names are found from
-    the traces; a site may not take the name of one of the dimensions (:data:`DIMS`).
+    the traces and kept as they are: where a site or plate takes the name of one of ppgen's
+    dimensions, the dimension is renamed (:class:`Dims`, recorded in the attribute ``dims``).
 
     Which ArviZ functions mean something here: ``az.summary(..., kind="stats")``,
     ``az.plot_posterior``, ``az.plot_pair``, ``az.hdi`` (summaries of q), ``az.plot_ppc``
-    (posterior predictive checks), ``az.loo``/``az.compare`` for all-local models (see
-    ``log_likelihood``; for global latents :func:`guide_corrected_loo`). Which do not:
-    ``az.rhat``, ``az.ess``, ``az.mcse``, ``az.plot_trace`` and the diagnostics of
-    ``az.summary``: draws from q are i.i.d. by construction, so they always look converged.
+    (posterior predictive checks), and for global latents :func:`guide_corrected_loo`. Which do
+    not: ``az.rhat``, ``az.ess``, ``az.mcse``, ``az.plot_trace`` and the diagnostics of
+    ``az.summary``: draws from q are i.i.d. by construction, so they say nothing about the fit.
+    ``az.loo``/``az.compare`` of an all-local model refuse (no ``log_likelihood`` group):
+    compare such fits with :func:`ppgen.diagnostics.compare`.
     """
     args = model_args(data)
     groups = _draw(model, guide, args, num_samples, data_plate, vectorize, chunk)
-    _check_reserved(groups)
     n_obs = _obs_size(groups)
     pointwise, pointwise_meaning = _pointwise(groups, num_samples)
-    coords = {"chain": [0], "draw": np.arange(num_samples)}
+    stacked = {g: _stack_time(groups[g]) for g in ("posterior", "posterior_predictive", "observed_data")}
+    conditional = _per_datapoint(_stack_time(groups["log_likelihood"], reduce=True))
+    names = [n for g in (*stacked.values(), conditional, pointwise or {}) for n in g] + _argument_names(model, len(args))
+    dims = Dims.avoiding(names)
+    coords = {"chain": [0], "draw": np.arange(num_samples), "time": _time_coords(groups)}
     if n_obs is not None:
         coords["datapoint"] = np.arange(n_obs) if obs_index is None else np.asarray(obs_index)
     datasets = {
-        "posterior": _dataset(_stack_time(groups["posterior"]), coords, "latent", chain=True),
-        "posterior_predictive": _dataset(_stack_time(groups["posterior_predictive"]), coords, "feature", chain=True),
-        "log_likelihood": _dataset(pointwise, coords, None, chain=True),
-        "conditional_log_likelihood": _dataset(_per_datapoint(_stack_time(groups["log_likelihood"], reduce=True)),
-                                               coords, None, chain=True),
-        "observed_data": _dataset(_stack_time(groups["observed_data"]), coords, "feature", chain=False),
-        "sample_stats": _dataset(groups["sample_stats"], coords, None, chain=True),
+        "posterior": _dataset(stacked["posterior"], coords, "latent", True, dims),
+        "posterior_predictive": _dataset(stacked["posterior_predictive"], coords, "feature", True, dims),
+        "conditional_log_likelihood": _dataset(conditional, coords, None, True, dims),
+        "observed_data": _dataset(stacked["observed_data"], coords, "feature", False, dims),
+        "sample_stats": _dataset(groups["sample_stats"], coords, None, True, Dims()),
     }
-    constant = _constant_data(model, args, set(datasets["observed_data"].data_vars), n_obs, coords)
+    if pointwise is not None:
+        datasets["log_likelihood"] = _dataset(pointwise, coords, None, True, dims)
+    constant = _constant_data(model, args, set(stacked["observed_data"]), n_obs, coords, dims)
     if constant is not None:
         datasets["constant_data"] = constant
     if history is not None:
@@ -138,31 +144,99 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
     meta = {"inference_library": "pyro", "inference_library_version": pyro.__version__,
             "model": _name(model), "guide": _name(guide),
             "draws": "i.i.d. from the variational guide q, not MCMC: R-hat and ESS do not apply",
-            **{k: _attr(v) for k, v in (attrs or {}).items()}}
+            **dims.attrs(), **{k: _attr(v) for k, v in (attrs or {}).items()}}
     for ds in datasets.values():
         ds.attrs.update(meta)
-    datasets["log_likelihood"].attrs["pointwise"] = pointwise_meaning
+    if pointwise is not None:
+        datasets["log_likelihood"].attrs["pointwise"] = pointwise_meaning
+    else:
+        datasets["posterior"].attrs["log_likelihood"] = pointwise_meaning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # ArviZ notes groups outside its schema (ppgen's own)
         return az.InferenceData(**datasets)
 
 
-#: the dimension names of ppgen's InferenceData (ArviZ's ``chain`` and ``draw``, the data
-#: plate's ``datapoint``, ``time`` for per-step sites, ``latent``/``feature`` for vector
-#: events): no site may take one of these names.
-DIMS = ("chain", "draw", "datapoint", "time", "latent", "feature")
+#: the roles of ppgen's own dimensions (besides ArviZ's ``chain`` and ``draw``)
+ROLES = ("datapoint", "time", "latent", "feature")
 
 
-def _check_reserved(groups):
-    names = {step_site(n)[0] if step_site(n) else n for g in groups.values() for n in g}
-    clash = sorted(names & set(DIMS))
-    if clash:
-        raise ValueError(f"site(s) {clash} take the name of a dimension of ppgen's InferenceData {list(DIMS)}; "
-                         "rename the site(s) in the model and guide")
+@dataclass(frozen=True)
+class Dims:
+    """The names of ppgen's dimensions in one InferenceData: the data plate's ``datapoint``,
+    ``time`` for per-step sites, ``latent`` for vector codes (``latent_<name>`` for a second
+    code of another size) and ``feature`` for vector data; other plates are named after
+    themselves. A user's site names are the user's: where a site (or the model's argument
+    or plate) takes one of these names, the dimension gets underscores appended (``latent``
+    -> ``latent_``) and every dataset records the names used in its attribute ``dims``
+    (:func:`dims_of` reads them). A site named like ArviZ's own ``chain`` or ``draw``, which
+    no dataset can hold beside those dims, is stored as ``<name>_`` and listed in the
+    attribute ``renamed_sites``."""
+
+    datapoint: str = "datapoint"
+    time: str = "time"
+    latent: str = "latent"
+    feature: str = "feature"
+    taken: frozenset = frozenset()
+
+    @staticmethod
+    def avoiding(names) -> "Dims":
+        taken = frozenset(names)
+        return Dims(**{role: _free(role, taken) for role in ROLES}, taken=taken)
+
+    def dim(self, name: str) -> str:
+        """The name a dimension written as ``name`` (a role, ``latent_<site>``, a plate, an
+        event dim) gets."""
+        if name in ("chain", "draw"):
+            return name
+        if name in ROLES:
+            return getattr(self, name)
+        if name.startswith("latent_") and self.latent != "latent":
+            return _free(self.latent + name[len("latent"):], self.taken)
+        return _free(name, self.taken)
+
+    def variable(self, name: str) -> str:
+        return _free(name, self.taken | {"chain", "draw"} - {name}) if name in ("chain", "draw") else name
+
+    def attrs(self) -> dict:
+        renamed = {n: self.variable(n) for n in self.taken if n in ("chain", "draw")}
+        return {"dims": json.dumps({role: getattr(self, role) for role in ROLES}),
+                **({"renamed_sites": json.dumps(renamed)} if renamed else {})}
 
 
-def _pointwise(groups, num_samples) -> tuple[dict, str]:
-    """The ``log_likelihood`` variables (``{name: (array, dims)}``) and what they hold."""
+def _free(name: str, taken) -> str:
+    while name in taken:
+        name += "_"
+    return name
+
+
+def is_inference_data(obj) -> bool:
+    return isinstance(obj, az.InferenceData)
+
+
+def dims_of(data) -> Dims:
+    """The :class:`Dims` of a ppgen InferenceData or of one of its datasets (the defaults for
+    data written before the names were recorded)."""
+    attrs = data.posterior.attrs if isinstance(data, az.InferenceData) else data.attrs
+    return Dims(**json.loads(attrs["dims"])) if "dims" in attrs else Dims()
+
+
+def _time_coords(groups) -> np.ndarray | None:
+    return _step_coords([groups[g] for g in ("posterior", "posterior_predictive", "observed_data")])
+
+
+def _step_coords(variable_sets) -> np.ndarray | None:
+    """The step indices of the per-step sites (``z_1 .. z_T`` gives 1..T) when every grouped
+    variable has the same ones, else None (positions 0..T-1)."""
+    indices = set()
+    for variables in variable_sets:
+        for members in latents.step_groups(variables).values():
+            indices.add(tuple(latents.step_site(n)[1] for n in members))
+    return np.asarray(next(iter(indices))) if len(indices) == 1 else None
+
+
+def _pointwise(groups, num_samples) -> tuple[dict | None, str]:
+    """The ``log_likelihood`` variables (``{name: (array, dims)}``) and what they hold; None
+    (and why) for a model whose latents are all local."""
     conditional = _per_datapoint(_stack_time(groups["log_likelihood"], reduce=True))
     posterior = groups["posterior"].values()
     has_global = any("datapoint" not in dims for _, dims in posterior)
@@ -174,11 +248,16 @@ def _pointwise(groups, num_samples) -> tuple[dict, str]:
     if has_global:
         return {name: (log_w, dims)}, ("log p(y_i, z_si | theta_s) - log q(z_si | y_i, theta_s): a one-draw importance "
                                        "estimate of log p(y_i | theta_s), the local latents z_i integrated out")
-    top = log_w.max(0)
-    marginal = np.log(np.exp(log_w - top).mean(0)) + top
-    return {name: (np.broadcast_to(marginal, log_w.shape).copy(), dims)}, (
-        f"log p(x_i): the importance-sampled marginal likelihood ({num_samples} draws of q(z | x_i)), equal "
-        "across draws: every latent is local, so az.loo gives elpd = sum_i log p(x_i) and p_loo = 0")
+    return None, LOCAL_LOO_NOTE
+
+
+#: why an all-local model's InferenceData has no ``log_likelihood`` group (its posterior's attribute)
+LOCAL_LOO_NOTE = (
+    "no log_likelihood group: every latent is local (one per datapoint) and the networks are point estimates, so "
+    "there is nothing to leave out but x_i itself: elpd_loo_i = log p(x_i), and equal values across draws would give "
+    "az.loo k-hats of inf. The pointwise log p(x_i) is log_px of ppgen.diagnostics.importance_diagnostics (group "
+    "vi_diagnostics of a ppgen report, K draws as in metrics.json); compare two fits with ppgen.compare, not "
+    "az.loo/az.compare")
 
 
 def training_dataset(history) -> xr.Dataset:
@@ -264,7 +343,7 @@ def _labelled(t: torch.Tensor, site, data_plate: str | None, event_dim: int | No
     plates = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
     batch_ndim = t.dim() - event_dim
     if values:
-        t = _nan_where_masked(t, site, batch_ndim)
+        t = latents.nan_where_masked(t, site, batch_ndim)
     names, keep = [], []
     for i in range(batch_ndim):
         plate = plates.get(i - batch_ndim)
@@ -279,26 +358,6 @@ def _labelled(t: torch.Tensor, site, data_plate: str | None, event_dim: int | No
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)  # netCDF has no boolean type
     return array, names + [None] * event_dim
-
-
-def _nan_where_masked(t, site, batch_ndim):
-    mask = _site_mask(site)
-    if mask is None:
-        return t
-    mask = mask.expand(t.shape[:batch_ndim]).reshape(t.shape[:batch_ndim] + (1,) * (t.dim() - batch_ndim))
-    return torch.where(mask, t.to(torch.promote_types(t.dtype, torch.float32)), torch.nan)
-
-
-def _site_mask(site) -> torch.Tensor | None:
-    """Where the site's log-density counts (True) or is masked out, from ``poutine.mask``
-    and from the mask the distribution declares; None when nothing is masked."""
-    masks = [m for m in (site.get("mask"), declared_mask(site["fn"])) if isinstance(m, torch.Tensor)]
-    if not masks:
-        return None
-    mask = masks[0]
-    for m in masks[1:]:
-        mask = mask & m
-    return None if bool(mask.all()) else mask
 
 
 def _per_draw(sample, sites: dict) -> tuple:
@@ -330,23 +389,15 @@ def _merge_passes(passes: list) -> dict:
 
 
 def _stack_time(variables: dict, reduce: bool = False) -> dict:
-    """Stack sites ``<base>_0 .. <base>_{T-1}`` (T >= 2, same shape) into ``<base>`` with a
-    ``time`` dim after the plate dims; with ``reduce`` sum over time instead."""
-    bases: dict = {}
-    for name in variables:
-        step = step_site(name)
-        if step:
-            bases.setdefault(step[0], {})[step[1]] = name
+    """Stack per-step sites ``<base>_<t>`` (:func:`ppgen.evaluate.latents.step_groups`: any
+    first index, the same shape) into ``<base>`` with a ``time`` dim after the plate dims, in
+    step order; with ``reduce`` sum over time instead."""
     out = dict(variables)
-    for base, steps in bases.items():
-        names = [steps.get(t) for t in range(len(steps))]
-        parts = [variables[n] for n in names if n is not None]
-        if (len(steps) < 2 or None in names or base in variables
-                or len({(a.shape, tuple(map(str, d))) for a, d in parts}) != 1):
-            continue
-        dims = parts[0][1]
+    for base, names in latents.step_groups(variables, lambda n: (variables[n][0].shape,
+                                                                  tuple(map(str, variables[n][1])))).items():
+        dims = variables[names[0]][1]
         at = sum(d is not None for d in dims)  # after the plate dims, before the event dims
-        arrays = [a for a, _ in parts]
+        arrays = [variables[n][0] for n in names]
         stacked = (np.sum(arrays, axis=0), dims) if reduce else (np.stack(arrays, axis=at), dims[:at] + ["time"] + dims[at:])
         for n in names:
             del out[n]
@@ -363,19 +414,23 @@ def _per_datapoint(variables: dict) -> dict:
     return out
 
 
-def _dataset(variables: dict, coords: dict, vector_dim: str | None, chain: bool) -> xr.Dataset:
+def _dataset(variables: dict, coords: dict, vector_dim: str | None, chain: bool, names: "Dims") -> xr.Dataset:
     """A Dataset from ``{name: (array, dims)}``: event dims of vector variables are named
-    ``vector_dim`` (``latent``, ``feature``) where sizes agree, ``<name>_dim_<i>`` otherwise."""
+    ``vector_dim`` (``latent``, ``feature``) where sizes agree, ``<name>_dim_<i>`` otherwise;
+    every dim then takes its name in ``names`` (:class:`Dims`), which no variable has."""
     data_vars, sizes = {}, {}
     for name, (array, dims) in variables.items():
         dims = _name_event_dims(name, array, dims, vector_dim, sizes)
         if chain:
             array, dims = array[None], ["chain", *dims]
-        data_vars[name] = (dims, array)
+        data_vars[names.variable(name)] = ([names.dim(d) for d in dims], array)
+    coords = {names.dim(d): c for d, c in coords.items() if c is not None}
     used = {d for _, (dims, _) in data_vars.items() for d in dims}
     all_coords = {d: coords[d] for d in used if d in coords}
     for name, (dims, array) in data_vars.items():
         for d, n in zip(dims, array.shape):
+            if d in all_coords and len(all_coords[d]) != n:
+                all_coords[d] = np.arange(n)  # steps counted differently in another variable
             all_coords.setdefault(d, np.arange(n))
     return xr.Dataset(data_vars, coords=all_coords)
 
@@ -396,10 +451,12 @@ def _name_event_dims(name, array, dims, vector_dim, sizes) -> list:
     return dims
 
 
-def latent_dim(var: xr.DataArray) -> str | None:
+def latent_dim(var: xr.DataArray, dims: Dims | None = None) -> str | None:
     """The vector dim of a code variable: ``latent``, or ``latent_<name>`` for a code whose
-    size differs from the first one's (the layers of a hierarchy); None for other variables."""
-    return next((d for d in var.dims if d == "latent" or d.startswith("latent_")), None)
+    size differs from the first one's (the layers of a hierarchy); None for other variables.
+    ``dims``: the names of the InferenceData it is from (:func:`dims_of`), where they differ."""
+    latent = (dims or Dims()).latent
+    return next((d for d in var.dims if d == latent or d.startswith(latent + "_")), None)
 
 
 def _obs_size(groups) -> int | None:
@@ -410,7 +467,7 @@ def _obs_size(groups) -> int | None:
     return None
 
 
-def _constant_data(model, args, observed: set, n_obs, coords) -> xr.Dataset | None:
+def _constant_data(model, args, observed: set, n_obs, coords, dim_names: "Dims") -> xr.Dataset | None:
     """The model's arguments other than the observed variables (covariates, masks), named
     after the model's parameters."""
     names = _argument_names(model, len(args))
@@ -420,13 +477,13 @@ def _constant_data(model, args, observed: set, n_obs, coords) -> xr.Dataset | No
             continue
         array = a.detach().cpu().numpy()
         array = array.astype(np.uint8) if array.dtype == np.bool_ else array
-        dims = [f"{name}_dim_{i}" for i in range(array.ndim)]
+        dims = [dim_names.dim(f"{name}_dim_{i}") for i in range(array.ndim)]
         if array.ndim and array.shape[0] == n_obs:
-            dims[0] = "datapoint"
-        data_vars[name] = (dims, array)
+            dims[0] = dim_names.datapoint
+        data_vars[dim_names.variable(name)] = (dims, array)
     if not data_vars:
         return None
-    return xr.Dataset(data_vars, coords={"datapoint": coords["datapoint"]} if n_obs is not None else None)
+    return xr.Dataset(data_vars, coords={dim_names.datapoint: coords["datapoint"]} if n_obs is not None else None)
 
 
 def _argument_names(model, n: int) -> list:
@@ -493,7 +550,7 @@ NO_FIT_DATA = ("not judged: the globals' k-hat needs the data the guide was trai
 
 
 def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, fit_data=None, batch_size: int = 64,
-                           chunk: int = 100, obs_index=None) -> xr.Dataset:
+                           chunk: int = 100, obs_index=None, dims: Dims | None = None) -> xr.Dataset:
     """Per-datapoint verdict on the guide, from ``num_samples`` draws per datapoint:
 
     * ``khat``: PSIS k-hat of the datapoint's importance weights (< 0.5 good, 0.5-0.7
@@ -516,7 +573,8 @@ def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, fit_d
     ``global_khat_note`` says why (for LOO with global latents see :func:`guide_corrected_loo`).
 
     The log-weights are :func:`ppgen.evaluate.heldout_log_weights`, the same that the IWAE
-    numbers of :func:`ppgen.evaluate.evaluate` average."""
+    numbers of :func:`ppgen.evaluate.evaluate` average. ``dims``: the dimension names of the
+    InferenceData these go with (:func:`dims_of`)."""
     args = model_args(data)
     global_sites = global_latent_sites(model, guide, args)
     lw = heldout_log_weights(model, guide, args, num_samples, batch_size, chunk,
@@ -524,8 +582,9 @@ def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, fit_d
     log_px, se = log_mean_exp_se(lw)
     elbo = lw.mean(0)
     obs = np.arange(lw.shape[1]) if obs_index is None else np.asarray(obs_index)
+    dims = dims or Dims()
     attrs = {"num_samples": int(num_samples), "khat_good": KHAT_GOOD, "khat_bad": KHAT_BAD,
-             "global_latents": ", ".join(global_sites)}
+             "global_latents": ", ".join(global_sites), **dims.attrs()}
     if global_sites and fit_data is not None:
         joint = joint_log_weights(model, guide, model_args(fit_data), num_samples).double().cpu().numpy()
         attrs["global_khat"] = float(psis_khat(joint[:, None])[0])
@@ -533,9 +592,9 @@ def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, fit_d
         attrs["global_khat"] = float("nan")
         attrs["global_khat_note"] = NO_FIT_DATA
     return xr.Dataset(
-        {"khat": ("datapoint", psis_khat(lw)), "log_px": ("datapoint", log_px), "log_px_se": ("datapoint", se),
-         "elbo": ("datapoint", elbo), "gap": ("datapoint", log_px - elbo)},
-        coords={"datapoint": obs}, attrs=attrs,
+        {"khat": (dims.datapoint, psis_khat(lw)), "log_px": (dims.datapoint, log_px),
+         "log_px_se": (dims.datapoint, se), "elbo": (dims.datapoint, elbo), "gap": (dims.datapoint, log_px - elbo)},
+        coords={dims.datapoint: obs}, attrs=attrs,
     )
 
 
@@ -551,7 +610,7 @@ def khat_bands(khat) -> dict:
 def worst_datapoints(diagnostics: xr.Dataset, n: int = 8) -> xr.Dataset:
     """The ``n`` datapoints with the highest k-hat (ties broken by the larger gap)."""
     order = np.lexsort((-diagnostics["gap"].values, -np.nan_to_num(diagnostics["khat"].values, nan=np.inf)))
-    return diagnostics.isel(datapoint=order[:n])
+    return diagnostics.isel({dims_of(diagnostics).datapoint: order[:n]})
 
 
 # -- PSIS-LOO for global latents, corrected for draws from q -------------------------------------
@@ -574,7 +633,8 @@ def guide_corrected_loo(idata: az.InferenceData, var_name: str | None = None) ->
     ``guide_k`` is the k-hat of r itself: above 0.7 q is too far from the posterior for any
     of this to be reliable. ``p_loo`` uses the lppd under the r-reweighted draws.
     Returns an ArviZ ``ELPDData`` (log scale), so ``az.compare``-style tools read it."""
-    if all("datapoint" in v.dims for v in idata.posterior.data_vars.values()):
+    datapoint = dims_of(idata).datapoint
+    if all(datapoint in v.dims for v in idata.posterior.data_vars.values()):
         raise ValueError("guide_corrected_loo corrects draws of global latents, and every latent of this model is "
                          "local (per datapoint): there is nothing to leave out but x_i itself; use "
                          "importance_diagnostics (its log_px is elpd_i = log p(x_i), with a k-hat per datapoint)")
@@ -589,7 +649,7 @@ def guide_corrected_loo(idata: az.InferenceData, var_name: str | None = None) ->
     return az.ELPDData(
         data=[loo_i.sum(), math.sqrt(n * np.var(loo_i)), lppd - loo_i.sum(), s, n,
               bool(np.any(pareto_k > good_k) or guide_k[0] > KHAT_BAD),
-              xr.DataArray(loo_i, dims="datapoint", name="loo_i"), xr.DataArray(pareto_k, dims="datapoint", name="pareto_k"),
+              xr.DataArray(loo_i, dims=datapoint, name="loo_i"), xr.DataArray(pareto_k, dims=datapoint, name="pareto_k"),
               "log", good_k, float(guide_k[0])],
         index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "pareto_k",
                "scale", "good_k", "guide_k"],
@@ -613,13 +673,15 @@ def _logsumexp(a, axis=-1):
 # -- latent-space health -------------------------------------------------------------------------
 
 @torch.no_grad()
-def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | None = None) -> xr.Dataset:
+def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | None = None,
+              dims: Dims | None = None) -> xr.Dataset:
     """Monte Carlo KL(q(z | x) || p(z | ...)) = E_q[log q - log p] per datapoint for every
     local latent variable ``<name>`` (``[datapoint]``, or ``[datapoint, time]`` for per-step sites: a
     step whose KL is ~0 for all data has collapsed to the prior). Where q and p factorise over
     the vector's dims, ``<name>_per_dim`` (``[datapoint, (time,) latent]``) is the KL between the
     per-dim marginals; summed over dims it equals the total for factorised q. Masked steps
-    are NaN."""
+    are NaN. ``dims``: the dimension names to use (those of the InferenceData these go with;
+    by default names that none of these variables takes)."""
     args = model_args(data)
     with eval_mode(model, guide), pyro.validation_enabled(False):
         particle_dim = -(_max_plate_nesting(model, guide, args) + 1)
@@ -631,21 +693,21 @@ def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | No
                 continue
             q_site = sample.guide_sites[name]
             diff = sample.log_prob(q_site) - sample.log_prob(site)
-            diff = _nan_where_masked(diff, site, diff.dim())
+            diff = latents.nan_where_masked(diff, site, diff.dim())
             total[name] = _labelled(diff, site, data_plate, event_dim=0)
             marginal = _marginal_kl(q_site["fn"], site["fn"], site["value"])
             if marginal is not None:
-                marginal = _nan_where_masked(marginal, site, marginal.dim() - 1)
+                marginal = latents.nan_where_masked(marginal, site, marginal.dim() - 1)
                 per_dim[name] = _labelled(marginal, site, data_plate, event_dim=1)
-    out, sizes = {}, {}
-    for name, (array, dims) in _stack_time(total).items():
-        if "datapoint" in dims:
-            out[name] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"])
-    for name, (array, dims) in _stack_time(per_dim).items():
-        if "datapoint" in dims:
-            vector = "latent" if sizes.setdefault("latent", array.shape[-1]) == array.shape[-1] else f"latent_{name}"
-            out[f"{name}_per_dim"] = (_mean_over_draws(array, dims), [d for d in dims if d != "draw"][:-1] + [vector])
-    return xr.Dataset({k: (d, a) for k, (a, d) in out.items()})
+    out = {}
+    for suffix, variables in (("", total), ("_per_dim", per_dim)):
+        for name, (array, names) in _stack_time(variables).items():
+            if "datapoint" in names:
+                out[name + suffix] = (_mean_over_draws(array, names), [d for d in names if d != "draw"])
+    dims = dims or Dims.avoiding(out)
+    ds = _dataset(out, {"time": _step_coords([total])}, "latent", False, dims)
+    ds.attrs.update(dims.attrs())
+    return ds
 
 
 def _mean_over_draws(array, dims):
@@ -664,7 +726,8 @@ def code_variable(idata: az.InferenceData, var: str | None = None) -> str:
     ``latent`` dim (the name is found, not assumed); ``ValueError`` listing them if several."""
     if var is not None:
         return var
-    codes = [name for name, v in idata.posterior.data_vars.items() if "datapoint" in v.dims and latent_dim(v)]
+    dims = dims_of(idata)
+    codes = [name for name, v in idata.posterior.data_vars.items() if dims.datapoint in v.dims and latent_dim(v, dims)]
     if len(codes) != 1:
         raise ValueError(f"the posterior has the code variables {codes}; pass var= to choose one")
     return codes[0]
@@ -683,7 +746,7 @@ def latent_activity(idata: az.InferenceData, var: str | None = None) -> xr.DataA
     from the posterior draws: :func:`ppgen.evaluate.latent_activity` (the per-datapoint draw
     means' variance across data and steps, less their Monte Carlo noise)."""
     z = idata.posterior[code_variable(idata, var)]
-    dim = latent_dim(z)
+    dim = latent_dim(z, dims_of(idata))
     draws = z.stack(__sample__=("chain", "draw")).transpose("__sample__", ..., dim)
     activity = latents.latent_activity(torch.as_tensor(draws.values))
     return xr.DataArray(activity.numpy(), dims=[dim], coords={dim: z[dim].values})
@@ -701,19 +764,19 @@ def code_sparsity(idata: az.InferenceData, var: str | None = None, threshold: fl
 
 # -- posterior predictive checks ----------------------------------------------------------------
 
-def _vector_statistics(x: xr.DataArray) -> dict:
-    return {"mean_per_datapoint": x.mean("feature"), "sd_per_datapoint": x.std("feature"),
-            "mean_per_feature": x.mean("datapoint")}
+def _vector_statistics(x: xr.DataArray, d: Dims) -> dict:
+    return {"mean_per_datapoint": x.mean(d.feature), "sd_per_datapoint": x.std(d.feature),
+            "mean_per_feature": x.mean(d.datapoint)}
 
 
-def _sequence_statistics(x: xr.DataArray) -> dict:
-    notes = x.sum("feature", skipna=False)  # NaN on padded frames
-    changes = abs(x.diff("time")).sum("feature", skipna=False)  # keys switched on or off: the dynamics
-    return {"notes_per_frame": notes.mean("time"), "note_changes_per_frame": changes.mean("time"),
-            "mean_per_key": x.mean(("datapoint", "time"))}
+def _sequence_statistics(x: xr.DataArray, d: Dims) -> dict:
+    notes = x.sum(d.feature, skipna=False)  # NaN on padded frames
+    changes = abs(x.diff(d.time)).sum(d.feature, skipna=False)  # keys switched on or off: the dynamics
+    return {"notes_per_frame": notes.mean(d.time), "note_changes_per_frame": changes.mean(d.time),
+            "mean_per_key": x.mean((d.datapoint, d.time))}
 
 
-def _scalar_statistics(x: xr.DataArray) -> dict:
+def _scalar_statistics(x: xr.DataArray, d: Dims) -> dict:
     return {x.name or "value": x}
 
 
@@ -725,14 +788,15 @@ def ppc_statistics(idata: az.InferenceData, var: str | None = None) -> az.Infere
     otherwise the data itself."""
     var = var or next(iter(idata.observed_data.data_vars))
     observed, replicated = idata.observed_data[var], idata.posterior_predictive[var]
-    if "time" in observed.dims:
+    d = dims_of(idata)
+    if d.time in observed.dims and d.feature in observed.dims:
         statistics = _sequence_statistics
-    elif "feature" in observed.dims:
+    elif d.feature in observed.dims:
         statistics = _vector_statistics
     else:
         statistics = _scalar_statistics
-    return az.InferenceData(posterior_predictive=xr.Dataset(statistics(replicated)),
-                            observed_data=xr.Dataset(statistics(observed)))
+    return az.InferenceData(posterior_predictive=xr.Dataset(statistics(replicated, d)),
+                            observed_data=xr.Dataset(statistics(observed, d)))
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -808,11 +872,12 @@ def plot_kl(kl: xr.Dataset):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = [name for name in kl.data_vars if latent_dim(kl[name])]
-    panels += [name for name in kl.data_vars if "time" in kl[name].dims and not latent_dim(kl[name])]
+    d = dims_of(kl)
+    panels = [name for name in kl.data_vars if latent_dim(kl[name], d)]
+    panels += [name for name in kl.data_vars if d.time in kl[name].dims and not latent_dim(kl[name], d)]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.2), squeeze=False)
     for ax, name in zip(axes[0], panels):
-        values, dim = kl[name], latent_dim(kl[name])
+        values, dim = kl[name], latent_dim(kl[name], d)
         if dim:
             mean = values.mean([d for d in values.dims if d != dim])
             ax.bar(mean[dim].values, mean.values)
@@ -820,8 +885,8 @@ def plot_kl(kl: xr.Dataset):
             ax.set_xlabel("latent dimension")
             ax.set_title(f"KL per dimension of {name.removesuffix('_per_dim')} (nats)")
         else:
-            mean = values.mean("datapoint")
-            ax.plot(mean["time"].values, mean.values)
+            mean = values.mean(d.datapoint)
+            ax.plot(mean[d.time].values, mean.values)
             ax.set_xlabel("time step")
             ax.set_title(f"KL per time step of {name} (nats)")
     fig.tight_layout()
@@ -844,7 +909,7 @@ def write_netcdf(idata: az.InferenceData, path) -> Path:
     return path
 
 
-__all__ = ["KHAT_GOOD", "KHAT_BAD", "DIMS", "to_inference_data", "training_dataset", "psis_khat",
+__all__ = ["KHAT_GOOD", "KHAT_BAD", "Dims", "dims_of", "is_inference_data", "LOCAL_LOO_NOTE", "to_inference_data", "training_dataset", "psis_khat",
            "log_mean_exp_se", "importance_diagnostics", "khat_bands", "worst_datapoints", "guide_corrected_loo",
            "latent_kl", "latent_dim", "code_variable", "observed_variable", "latent_activity", "active_units", "code_sparsity", "ppc_statistics", "plot_khat",
            "plot_ppc", "plot_training", "plot_kl", "write_netcdf"]

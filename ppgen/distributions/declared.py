@@ -58,9 +58,38 @@ MARGINALS = {
     dist.MixtureSameFamily: _mixture_marginals,
 }
 
-#: masks carried by standard distributions
+def _masked_mask(d):
+    own = d._mask if isinstance(d._mask, torch.Tensor) else None if d._mask else torch.zeros((), dtype=torch.bool)
+    return _both(own, declared_mask(d.base_dist))
+
+
+def _independent_mask(d):
+    # an entry of the outer batch counts where any of its reinterpreted inner entries does
+    # (Pyro's DMM writes Normal(...).mask(m).to_event(1): the mask sits below Independent)
+    inner = declared_mask(d.base_dist)
+    if inner is None:
+        return None
+    inner = inner.expand(d.base_dist.batch_shape)
+    n = d.reinterpreted_batch_ndims
+    return inner.reshape(inner.shape[:inner.dim() - n] + (-1,)).any(-1)
+
+
+def _base_mask(d):
+    return declared_mask(d.base_dist)  # a wrapper whose batch shape broadcasts its base's (Expanded)
+
+
+def _both(a, b):
+    if a is None or b is None:
+        return a if b is None else b
+    return a & b
+
+
+#: masks carried by standard distributions and by the wrappers around them, wherever Pyro lets
+#: a user put one: ``d.mask(m)``, ``d.mask(m).to_event(n)``, ``d.to_event(n).mask(m)``, expanded
 MASKS = {
-    dist.MaskedDistribution: lambda d: d._mask,
+    dist.MaskedDistribution: _masked_mask,
+    dist.Independent: _independent_mask,
+    dist.ExpandedDistribution: _base_mask,
 }
 
 
@@ -78,13 +107,14 @@ def marginal_log_prob(d, value: torch.Tensor) -> torch.Tensor | None:
 
 
 def declared_mask(d) -> torch.Tensor | None:
-    """The mask a distribution carries itself (None if it carries none)."""
+    """The mask a distribution carries itself or through the distributions it wraps (None if
+    none does): a bool tensor broadcastable to ``d.batch_shape``, True where the log-density
+    counts."""
     if isinstance(d, DeclaresMask):
         return d.declared_mask
     for cls, mask in MASKS.items():
         if isinstance(d, cls):
-            m = mask(d)
-            return m if isinstance(m, torch.Tensor) else None
+            return mask(d)
     return None
 
 

@@ -23,6 +23,7 @@ import pyro
 import torch
 
 from ..distributions.declared import declared_mask
+from ..distributions.site_sequence import stack_steps
 from ..infer.importance import guide_draws, in_data_plate
 from ..nn import eval_mode
 from ..priors import Prior
@@ -74,24 +75,41 @@ def step_site(name: str) -> tuple[str, int] | None:
     return (m["base"], int(m["t"])) if m else None
 
 
-def latent_variables(guide, *args) -> dict[str, list[str]]:
-    """The guide's local vector latents as variables: ``{name: [sites]}``, one site each,
-    except that per-step sites ``<base>_0 .. <base>_{T-1}`` (T >= 2) are one variable
-    ``<base>`` (a sequence model's z_t)."""
-    sites = local_vector_sites(guide, *args)
+def step_groups(names, shape_of=None) -> dict[str, list[str]]:
+    """Per-step sites grouped into variables: ``{base: [sites in step order]}`` for every base
+    with at least two sites ``<base>_<t>`` (any first index: Pyro's DMM counts ``z_1 .. z_T``;
+    gaps allowed), whatever plate or ``pyro.markov`` structure produced them, unless a site is
+    also called ``<base>`` itself or (with ``shape_of``, a site's event shape) the steps'
+    shapes differ: those stay separate sites."""
+    names = list(names)
     steps: dict = {}
-    for name in sites:
+    for name in names:
         step = step_site(name)
         if step is not None:
-            steps.setdefault(step[0], []).append(name)
-    variables, grouped = {}, set()
+            steps.setdefault(step[0], []).append((step[1], name))
+    groups = {}
+    for base, members in steps.items():
+        if len(members) < 2 or base in names:
+            continue
+        if shape_of is not None and len({tuple(shape_of(n)) for _, n in members}) != 1:
+            continue
+        groups[base] = [n for _, n in sorted(members)]
+    return groups
+
+
+def latent_variables(guide, *args) -> dict[str, list[str]]:
+    """The guide's local vector latents as variables: ``{name: [sites]}``, one site each,
+    except that per-step sites ``<base>_<t>`` (:func:`step_groups`) are one variable
+    ``<base>`` (a sequence model's z_t), in trace order."""
+    with keep_rng(args), pyro.validation_enabled(False), eval_mode(guide):
+        draws = guide_draws(guide, *args, num_particles=None)
+    sites = _local_vectors(draws)
+    groups = step_groups(sites, lambda n: draws[n]["fn"].event_shape)
+    member = {site: base for base, members in groups.items() for site in members}
+    variables = {}
     for name in sites:
-        step = step_site(name)
-        base = step[0] if step is not None else None
-        if base is not None and len(steps[base]) >= 2 and base not in sites:
-            if base not in grouped:
-                variables[base] = sorted(steps[base], key=lambda n: step_site(n)[1])
-                grouped.add(base)
+        if name in member:
+            variables.setdefault(member[name], groups[member[name]])
         else:
             variables[name] = [name]
     return variables
@@ -104,15 +122,35 @@ def variable_draws(guide, *args, sites: list[str], num_samples: int = 1) -> torc
     (padded steps), which the metrics here ignore."""
     with pyro.validation_enabled(False), eval_mode(guide):
         draws = guide_draws(guide, *args, num_particles=num_samples)
-    values = []
-    for name in sites:
-        msg = draws[name]
-        value = msg["value"]
-        masks = [m for m in (msg.get("mask"), declared_mask(msg["fn"])) if isinstance(m, torch.Tensor)]
-        for m in masks:
-            value = torch.where(m.expand(value.shape[:-1])[..., None], value, torch.nan)
-        values.append(value)
-    return values[0] if len(values) == 1 else torch.stack([v.expand_as(values[0]) for v in values], dim=-2)
+    values = [nan_where_masked(draws[name]["value"], draws[name]) for name in sites]
+    return values[0] if len(values) == 1 else stack_steps(values)
+
+
+def site_mask(msg) -> torch.Tensor | None:
+    """Where a site's log-density counts (True) and where it is masked out, from every place
+    Pyro lets a user put a mask: ``poutine.mask`` (and ``obs_mask``, which Pyro turns into
+    masked sites) and the site's distribution, however wrapped (``d.mask(m).to_event(1)``,
+    :func:`~ppgen.distributions.declared.declared_mask`). A bool tensor broadcastable to the
+    site's batch shape; None when nothing is masked."""
+    masks = [m for m in (msg.get("mask"), declared_mask(msg["fn"])) if isinstance(m, torch.Tensor)]
+    if not masks:
+        return None
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = mask & m
+    return None if bool(mask.all()) else mask
+
+
+def nan_where_masked(t: torch.Tensor, msg, batch_ndim: int | None = None) -> torch.Tensor:
+    """``t`` (a site's value, or anything with its batch dims first and ``batch_ndim`` of them,
+    by default the site's) with the entries its mask leaves out set to NaN: padded steps are
+    missing values, not zeros, in every metric."""
+    mask = site_mask(msg)
+    if mask is None:
+        return t
+    batch_ndim = t.dim() - msg["fn"].event_dim if batch_ndim is None else batch_ndim
+    mask = mask.expand(t.shape[:batch_ndim]).reshape(t.shape[:batch_ndim] + (1,) * (t.dim() - batch_ndim))
+    return torch.where(mask, t.to(torch.promote_types(t.dtype, torch.float32)), torch.nan)
 
 
 @torch.no_grad()
@@ -122,7 +160,10 @@ def local_vector_sites(guide, *args) -> list[str]:
     data) with one event dim (a code vector ``[N, D]``); auxiliary sites (an autoguide's
     joint draw) left out."""
     with keep_rng(args), pyro.validation_enabled(False), eval_mode(guide):
-        sites = guide_draws(guide, *args, num_particles=None)
+        return _local_vectors(guide_draws(guide, *args, num_particles=None))
+
+
+def _local_vectors(sites: dict) -> list[str]:
     return [name for name, msg in sites.items()
             if not msg["is_observed"] and not msg["infer"].get("is_auxiliary") and in_data_plate(msg)
             and msg["fn"].event_dim == 1]
@@ -187,7 +228,7 @@ def _exact_mean(guide, args, site) -> torch.Tensor | None:
             return None
         fn = sites[site]["fn"]
         try:
-            return fn.mean
+            return nan_where_masked(fn.mean, sites[site])
         except NotImplementedError:
             return None
 
@@ -200,5 +241,5 @@ def _nanvar(t: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 1, var, torch.nan)
 
 
-__all__ = ["latent_activity", "active_units", "code_sparsity", "local_vector_sites", "latent_variables", "variable_draws", "step_site", "keep_rng", "sample_latents", "posterior_mean", "guide_activity",
+__all__ = ["latent_activity", "active_units", "code_sparsity", "local_vector_sites", "latent_variables", "variable_draws", "step_site", "step_groups", "site_mask", "nan_where_masked", "keep_rng", "sample_latents", "posterior_mean", "guide_activity",
            "has_sparse_prior"]

@@ -14,7 +14,7 @@ from .vae import decoder_of
 
 
 def report(target, guide=None, data=None, *, out="report.html", fit_data=None, num_samples: int | None = None,
-           importance_samples: int = IMPORTANCE_DRAWS, max_obs: int | None = None, device: str = "cpu",
+           importance_samples: int | None = None, max_obs: int | None = None, device: str = "cpu",
            seed: int = 0, history=None, title: str | None = None) -> Report:
     """The diagnostics report, shown inline in a notebook (the returned :class:`Report`).
 
@@ -28,8 +28,10 @@ def report(target, guide=None, data=None, *, out="report.html", fit_data=None, n
       verdict on the globals is their joint k-hat there, the posterior q approximates.
 
     ``num_samples``: guide draws kept per datapoint (default 100, fewer for long sequences);
-    ``importance_samples``: draws per datapoint for k-hat and log p(x); ``max_obs``: use
-    only the first datapoints (faster)."""
+    ``importance_samples``: draws per datapoint for k-hat and log p(x) (default: a run's
+    ``iwae_k`` in metrics.json, so that the report's and posterior.nc's log p(x) are the
+    numbers metrics.json holds; 1000 for a pair); ``max_obs``: use only the first datapoints
+    (faster)."""
     if max_obs is not None and max_obs < 1:
         raise ValueError(f"max_obs must be >= 1 (or None for all datapoints), got {max_obs}")
     if guide is None and data is None:
@@ -41,7 +43,7 @@ def report(target, guide=None, data=None, *, out="report.html", fit_data=None, n
     out = Path(out)
     check_output_file(out if out.suffix.lower() in (".html", ".htm") else out / "report.html")
     ctx = diagnose(target, guide, _first(data, max_obs), fit_data=fit_data, num_samples=num_samples,
-                   importance_samples=importance_samples, history=history, seed=seed, **decoder_of(target))
+                   importance_samples=importance_samples or IMPORTANCE_DRAWS, history=history, seed=seed, **decoder_of(target))
     name = getattr(target, "__name__", type(target).__name__)
     return write_report(ctx, out, title or f"ppgen report: {name}", subtitle=str(out), started=start)
 
@@ -57,6 +59,7 @@ def _run_report(run_dir, num_samples, importance_samples, max_obs, device, seed)
     history = load_checkpoint(run_dir / "checkpoint.pt").get("history")
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     test = _first(dataset.test, max_obs)
+    importance_samples = importance_samples or int(metrics.get("iwae_k", IMPORTANCE_DRAWS))
     ctx = diagnose(model, guide, test, num_samples=num_samples, importance_samples=importance_samples,
                    history=history, seed=seed, attrs={"run_dir": str(run_dir), "config": json.dumps(config)},
                    **decoder_of(model))
