@@ -23,6 +23,7 @@ import pyro
 import torch
 
 from ..data.base import model_args
+from ..data.midi import KEYS
 from ..evaluate import latents
 from ..evaluate.latents import has_sparse_prior
 from ..figures.images import image_grid, show_images
@@ -360,8 +361,8 @@ def piano_roll_panels(ctx, n: int = 3):
     name = D.observed_variable(idata)
     x = None if name is None else idata.observed_data[name]
     dims = D.dims_of(idata)
-    if x is None or dims.time not in x.dims or dims.feature not in x.dims:
-        return None
+    if x is None or dims.time not in x.dims or x.sizes.get(dims.feature) != KEYS:
+        return None  # not piano rolls (88 keys per frame)
     rolls, titles = [], []
     for i in range(min(n, x.sizes[dims.datapoint])):
         frames = int(x.isel({dims.datapoint: i}).notnull().all(dims.feature).sum())

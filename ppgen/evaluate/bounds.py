@@ -30,7 +30,7 @@ from ..infer.objectives import TraceELBO
 from ..infer.precision import outside_autocast
 from ..nn import eval_mode
 from .latents import (active_units, code_sparsity, guide_activity, has_sparse_prior, keep_rng, latent_activity,
-                      latent_variables, variable_draws)
+                      latent_variables, site_mask, step_groups, variable_draws)
 
 
 def _batches(data, batch_size):
@@ -221,7 +221,13 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
       approximates. On other data they would judge q against a posterior it never saw, so they
       are computed on ``fit_data`` only (ignored for all-local models);
 
-    and for the guide's local vector latents (found from its trace; per-step sites z_0..z_{T-1}
+    for a sequence model (its observed sites are per-step, ``x_1 .. x_T`` or ``x_0 ..``, as
+    Pyro's DMM writes them) also the per-frame numbers the literature quotes,
+    ``test_elbo_per_frame_nats`` and ``test_iwae_per_frame_nats`` (the sums over sequences
+    divided by the real frames: entries that a mask leaves out, wherever it was put, are
+    padding), with ``frames`` and ``sequences`` (:func:`observed_frames`);
+
+    and for the guide's local vector latents (found from its trace; per-step sites z_1..z_T
     are one variable z) ``kl_nats`` (:func:`latent_kl_nats`, for all-local models; the KL of each
     layer of a hierarchy), ``active_units`` and, when ``sparsity`` (by default: the model's
     prior is sparse), ``code_sparsity``; with several such variables, ``kl_nats_<name>``,
@@ -248,7 +254,37 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
     for name, sites in variables.items() if sparsity else ():
         key = "" if len(variables) == 1 else f"_{name}"
         metrics[f"code_sparsity{key}"] = code_sparsity(variable_draws(guide, *args, sites=sites, num_samples=8))
+    frames = observed_frames(model, guide, args)
+    if frames is not None:
+        n = args[0].shape[0]
+        metrics.update({"test_elbo_per_frame_nats": metrics["test_elbo_nats"] * n / frames,
+                        "test_iwae_per_frame_nats": metrics["test_iwae_nats"] * n / frames,
+                        "frames": frames, "sequences": n})
     return metrics
+
+
+@torch.no_grad()
+def observed_frames(model, guide, data) -> int | None:
+    """The real frames of sequence data: for a model whose observed sites are per-step
+    (``<name>_<t>``, two or more steps, grouped as :func:`~ppgen.evaluate.latents.step_groups`
+    groups them), the number of (datapoint, step) entries of the first such variable that its
+    masks leave in (:func:`~ppgen.evaluate.latents.site_mask`: ``.mask()`` under or over
+    ``.to_event()``, ``poutine.mask``); None for a model without per-step observed sites."""
+    sample = _one_run(model, guide, model_args(data))
+    observed = {name: msg for name, msg in sample.model_sites.items()
+                if msg["is_observed"] and not msg["infer"].get("_deterministic")}
+    groups = step_groups(observed)
+    if not groups:
+        return None
+    total = 0
+    for name in next(iter(groups.values())):
+        msg = observed[name]
+        shape = msg["fn"].batch_shape
+        mask = site_mask(msg)
+        mask = mask.expand(shape) if mask is not None else torch.ones(shape, dtype=torch.bool)
+        # a frame is one datapoint (the data plate, dim -1) at one step, whatever other plates the site is in
+        total += int(mask.reshape(-1, shape[-1]).any(0).sum()) if len(shape) else int(mask)
+    return total
 
 
 

@@ -149,6 +149,8 @@ def nan_where_masked(t: torch.Tensor, msg, batch_ndim: int | None = None) -> tor
     if mask is None:
         return t
     batch_ndim = t.dim() - msg["fn"].event_dim if batch_ndim is None else batch_ndim
+    if mask.dim() > batch_ndim:  # an observed value has no draw dim where the site's mask has one: same in each draw
+        mask = mask.reshape((-1,) + mask.shape[mask.dim() - batch_ndim:]).any(0)
     mask = mask.expand(t.shape[:batch_ndim]).reshape(t.shape[:batch_ndim] + (1,) * (t.dim() - batch_ndim))
     return torch.where(mask, t.to(torch.promote_types(t.dtype, torch.float32)), torch.nan)
 
