@@ -140,3 +140,31 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     counts = re.search(r'data-images="(\d+):(\d+)"', result.stdout)
     assert counts, result.stdout[-500:]
     assert int(counts[1]) >= 7 and int(counts[2]) == 0
+
+
+def test_report_uses_the_runs_k_and_ppgen_compare_pairs_two_cli_runs(run_dir, tmp_path):
+    other = tmp_path / "mixture"
+    train_run({"model": "vae", "data": "digits", "prior": "mixture", "epochs": 2, "hidden": 32, "z_dim": 4, "seed": 1},
+              other, device="cpu", progress=False, iwae_k=30)
+    result = subprocess.run([PPGEN, "report", str(other), "--samples", "10", "--max-obs", "120"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    idata = az.from_netcdf(str(other / "posterior.nc"))
+    assert idata.vi_diagnostics.attrs["num_samples"] == 30  # the K of metrics.json, not a report default
+    assert "log_likelihood" not in idata.groups()
+    result = subprocess.run([PPGEN, "compare", str(run_dir), str(other)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "elpd_diff" in result.stdout and "mixture" in result.stdout and "vae" in result.stdout
+    table = ppgen.compare(run_dir, other)
+    first = az.from_netcdf(str(run_dir / "posterior.nc")).vi_diagnostics["log_px"].values
+    second = idata.vi_diagnostics["log_px"].values
+    diff = first - second
+    assert table.loc["mixture", "elpd"] == pytest.approx(second.sum())
+    worse = table.index[1]
+    assert table.loc[worse, "elpd_diff"] == pytest.approx(abs(diff.sum()))
+    assert table.loc[worse, "dse"] == pytest.approx(np.sqrt(len(diff) * diff.var()))
+    # the ArviZ functions the README calls meaningful run on the file as written
+    az.summary(idata, kind="stats")
+    az.hdi(idata.posterior)
+    result = subprocess.run([PPGEN, "compare", str(run_dir), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "ppgen report" in result.stderr and "Traceback" not in result.stderr
