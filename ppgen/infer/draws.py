@@ -88,6 +88,9 @@ def _missing_draws(sites: tuple, k: int, dim: int) -> str | None:
             fn, value = msg["fn"], msg["value"]
             if not hasattr(fn, "batch_shape") or not isinstance(value, torch.Tensor):
                 continue
+            batch = fn.batch_shape
+            if len(batch) >= -dim and batch[dim] == k:  # the normal case, a few attribute reads
+                continue
             try:
                 batch = torch.broadcast_shapes(fn.batch_shape, value.shape[:max(0, value.dim() - fn.event_dim)])
             except RuntimeError as e:
