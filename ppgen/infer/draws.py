@@ -55,7 +55,7 @@ def draw_sites(run: Callable, programs: tuple, num_particles: int | None, partic
         looped = _looped(run, num_particles, particle_dim)
     except Exception:
         if failure is not None:
-            raise failure  # the program fails without the draws too: not a broadcasting problem
+            raise failure from None  # the program fails without the draws too: not a broadcasting problem
         raise
     _NOT_BROADCASTING.add(programs)
     warnings.warn(f"{_describe(programs)} does not broadcast over a leading draw dimension ({_first_line(reason)}); "
