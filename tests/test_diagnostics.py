@@ -298,12 +298,14 @@ class MatmulRegression(BayesianLinearRegression):
             pyro.sample("y", dist.Normal(X @ w, self.sigma), obs=y)
 
 
-def test_unvectorizable_model_needs_and_works_with_vectorize_false(regression):
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_unvectorizable_model_is_drawn_one_draw_at_a_time(regression, vectorize):
+    """No flag needed: the draws fall back to a loop by themselves (vectorize=False still works)."""
     _, guide, X, y, _ = regression
     model = MatmulRegression()
-    with pytest.raises(ValueError, match="vectorize=False"):
-        D.to_inference_data(model, guide, (X, y), 5)
-    idata = D.to_inference_data(model, guide, (X, y), 5, vectorize=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "does not broadcast ... in a loop": tests/test_broadcasting.py
+        idata = D.to_inference_data(model, guide, (X, y), 5, vectorize=vectorize)
     assert idata.posterior["w"].shape == (1, 5, 3) and idata.log_likelihood["y"].shape == (1, 5, 40)
     w = torch.as_tensor(idata.posterior["w"].values[0])
     expected = dist.Normal(w @ X.T, model.sigma).log_prob(y)

@@ -37,8 +37,27 @@ class Dataset:
 
 def model_args(data) -> tuple:
     """The model's arguments from ``data``: a tensor (one argument) or a tuple/list of them,
-    each with the datapoints on its first dimension."""
-    return tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    each with the datapoints on its first dimension. The first argument is the data values:
+    stored as bool, integers or half precision (or given as a numpy array), it is converted
+    as :func:`as_dataset` converts data (:func:`data_values`); float32/float64 data, which a
+    model may be written in, and the other arguments (masks, labels, lengths, covariates) are
+    passed as given."""
+    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    return (data_values(args[0], keep_float=True), *args[1:]) if args else args
+
+
+def data_values(x, what: str = "data", *, keep_float: bool = False):
+    """``x`` (a tensor or numpy array of real numbers, see :func:`real_tensor`) in the model's
+    dtype, ``torch.get_default_dtype()``: the one conversion rule of data. With
+    ``keep_float``, float32 and float64 tensors are kept as they are (a user's model may
+    compute in either) and only storage types (bool, integers, float16/bfloat16) convert.
+    Anything that is neither a tensor nor an array is returned as it is."""
+    if not isinstance(x, (torch.Tensor, np.ndarray)):
+        return x
+    x = real_tensor(x, what)
+    if x.dtype == torch.get_default_dtype() or (keep_float and x.dtype in (torch.float32, torch.float64)):
+        return x
+    return x.to(torch.get_default_dtype())
 
 
 def real_tensor(x, what: str = "data") -> torch.Tensor:
@@ -145,8 +164,7 @@ def as_dataset(train, val=None, test=None, *, name: str = "array", likelihood: s
             raise ValueError(f"{split} data have {t.shape[1]} features but train data have {train.shape[1]}")
     kind, kwargs = (likelihood, {}) if likelihood else guess_likelihood(torch.cat([train, val, test]))
     # the one conversion to the model's dtype, after the guess has seen the exact values
-    dtype = torch.get_default_dtype()
-    return Dataset(name, train.to(dtype), val.to(dtype), test.to(dtype), kind, kwargs, image_shape)
+    return Dataset(name, data_values(train), data_values(val), data_values(test), kind, kwargs, image_shape)
 
 
 def _flatten(x, what):

@@ -102,11 +102,13 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
       :class:`ppgen.infer.History` or its dict) is given.
 
     Padded (masked) entries of sequence sites are NaN, wherever the mask was put
-    (:func:`ppgen.evaluate.latents.site_mask`). ``vectorize=False`` draws one at a
-    time, for models whose code does not broadcast over a leading draw dimension;
-    ``chunk`` sets how many draws are vectorized at once (memory). Site names are found from
-    the traces and kept as they are: where a site or plate takes the name of one of ppgen's
-    dimensions, the dimension is renamed (:class:`Dims`, recorded in the attribute ``dims``).
+    (:func:`ppgen.evaluate.latents.site_mask`). A model whose code does not broadcast over a
+    leading draw dimension is drawn one draw at a time by itself (with a warning, see
+    :func:`ppgen.infer.importance.importance_sample`); ``vectorize=False`` (no longer needed,
+    kept for old calls) asks for that loop directly. ``chunk`` sets how many draws are
+    vectorized at once (memory). Site names are found from the traces and kept as they are:
+    where a site or plate takes the name of one of ppgen's dimensions, the dimension is
+    renamed (:class:`Dims`, recorded in the attribute ``dims``).
 
     Which ArviZ functions mean something here: ``az.summary(..., kind="stats")``,
     ``az.plot_posterior``, ``az.plot_pair``, ``az.hdi`` (summaries of q), ``az.plot_ppc``
@@ -286,12 +288,8 @@ def _draw(model, guide, args, num_samples, data_plate, vectorize, chunk) -> dict
                                   for _ in range(num_samples)])
         particle_dim = -(_max_plate_nesting(model, guide, args) + 1)
         chunk = chunk or _default_chunk(args)
-        try:
-            return _merge_passes([_one_pass(model, guide, args, min(chunk, num_samples - i), particle_dim, data_plate)
-                                  for i in range(0, num_samples, chunk)])
-        except (ValueError, RuntimeError) as e:
-            raise ValueError(f"drawing {num_samples} draws at once failed ({e}); the model or guide may not "
-                             "broadcast over a leading draw dimension: pass vectorize=False") from e
+        return _merge_passes([_one_pass(model, guide, args, min(chunk, num_samples - i), particle_dim, data_plate)
+                              for i in range(0, num_samples, chunk)])
 
 
 def _one_pass(model, guide, args, num_draws, particle_dim, data_plate) -> dict:

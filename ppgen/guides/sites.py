@@ -4,9 +4,11 @@ which are global."""
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 
 import pyro
+import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
@@ -52,6 +54,7 @@ def check_sites(model, guide, *args, **kwargs) -> list[str]:
     model_sites, model_error = _try_latent_sites(model, args, kwargs)
     if guide_error or model_error:
         role, error = ("guide", guide_error) if guide_error else ("model", model_error)
+        _check_dtypes(role, model if role == "model" else guide, error, model, args, kwargs)
         other = (f"; the model ran and has latent sites {sorted(model_sites)}" if guide_error and not model_error else
                  f"; the guide ran and samples sites {sorted(guide_sites)}" if model_error and not guide_error else "")
         raise SiteMismatchError(
@@ -76,19 +79,48 @@ def _try_latent_sites(fn, args, kwargs) -> tuple[list, Exception | None]:
         return [], e
 
 
+#: what torch says when a computation meets a tensor of a dtype it cannot mix or compute with
+_DTYPE_ERROR = re.compile(r"dtype|scalar type|result type|not implemented for '")
+
+
+def _check_dtypes(role, program, error, model, args, kwargs) -> None:
+    """A program that failed on arguments of a dtype other than the model's
+    (``torch.get_default_dtype()``), with an error about dtypes, raises a one-line
+    ``TypeError`` naming the arguments and their dtypes: a dtype problem, not a site mismatch."""
+    dtype = torch.get_default_dtype()
+    odd = {name: a.dtype for name, a in _named_args(model, args, kwargs).items()
+           if isinstance(a, torch.Tensor) and a.dtype != dtype}
+    if not odd or not _DTYPE_ERROR.search(str(error)):
+        return
+    listed = ", ".join(f"{name} is {str(t).replace('torch.', '')}" for name, t in odd.items())
+    raise TypeError(f"the {role} {_name(program)} cannot compute with its arguments' dtypes ({listed}; the model's "
+                    f"dtype is {str(dtype).replace('torch.', '')}): {type(error).__name__}: {_first_line(error)}; "
+                    "convert them to the dtype the model computes with (bool, integer and half-precision data as "
+                    "the first argument are converted by ppgen)") from error
+
+
+def _first_line(error) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _named_args(model, args, kwargs) -> dict:
+    """The arguments under the model's names for them where its signature gives them."""
+    try:
+        signature = inspect.signature(getattr(model, "forward", model))  # an nn.Module's call is forward's
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
+            raise TypeError("no names")
+        return dict(signature.bind(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return {**{f"arg {i}": a for i, a in enumerate(args)}, **kwargs}
+
+
 def _describe(model, args, kwargs) -> str:
     """``x: tensor (2, 784), mask: tensor (2, 16)``: the arguments under the model's names
     for them where its signature gives them."""
     def one(a):
         return f"tensor {tuple(a.shape)}" if hasattr(a, "shape") else type(a).__name__
-    try:
-        signature = inspect.signature(getattr(model, "forward", model))  # an nn.Module's call is forward's
-        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
-            raise TypeError("no names")
-        bound = signature.bind(*args, **kwargs).arguments
-    except (TypeError, ValueError):
-        bound = {**{f"arg {i}": a for i, a in enumerate(args)}, **kwargs}
-    return ", ".join(f"{name}: {one(a)}" for name, a in bound.items())
+    return ", ".join(f"{name}: {one(a)}" for name, a in _named_args(model, args, kwargs).items())
 
 
 @dataclass(frozen=True)

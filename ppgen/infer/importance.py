@@ -17,10 +17,9 @@ from __future__ import annotations
 import pyro
 import torch
 
+from .draws import PARTICLES, draw_sites
 from .precision import outside_autocast
 from .record import run_guide, run_pair, sample_sites, site_log_prob
-
-PARTICLES = "_particles"  # the plate that vectorizes the draws
 
 
 class ImportanceSample:
@@ -125,9 +124,11 @@ def importance_sample(model, guide, *args, num_particles: int | None = 1, partic
     """Draw ``num_particles`` z ~ q(z | args) from ``guide`` (vectorized in a plate at
     ``particle_dim``, which must be left of every plate of the model and guide; None: one
     draw, no plate) and replay ``model`` on them. Runs under whatever gradient and validation
-    settings the caller has; ``detach_guide`` cuts the draws from the guide's graph."""
-    particles = None if num_particles is None else pyro.plate(PARTICLES, num_particles, dim=particle_dim)
-    model_sites, guide_sites = run_pair(model, guide, args, particles, detach_guide)
+    settings the caller has; ``detach_guide`` cuts the draws from the guide's graph. A pair
+    that does not broadcast over the draws is run once per draw and its sites stacked to look
+    the same (:func:`~ppgen.infer.draws.draw_sites`, with a warning once per pair)."""
+    model_sites, guide_sites = draw_sites(lambda particles: run_pair(model, guide, args, particles, detach_guide),
+                                          (model, guide), num_particles, particle_dim)
     return ImportanceSample(dict(model_sites), dict(guide_sites), num_particles,
                             None if num_particles is None else particle_dim)
 
@@ -145,8 +146,9 @@ def log_importance_weights(model, guide, *args, num_particles: int = 1, detach_g
 def guide_draws(guide, *args, num_particles: int | None = 1, particle_dim: int = -2) -> dict:
     """The guide's sites for ``num_particles`` vectorized draws (the proposal half of
     :func:`importance_sample`): ``{name: msg}``; each latent's ``value`` is ``[K, N, ...]``."""
-    particles = None if num_particles is None else pyro.plate(PARTICLES, num_particles, dim=particle_dim)
-    return dict(sample_sites(run_guide(guide, args, particles)))
+    (sites,) = draw_sites(lambda particles: (sample_sites(run_guide(guide, args, particles)),), (guide,),
+                          num_particles, particle_dim)
+    return dict(sites)
 
 
 __all__ = ["PARTICLES", "ImportanceSample", "in_data_plate", "importance_sample", "log_importance_weights", "guide_draws"]
