@@ -142,13 +142,14 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert int(counts[1]) >= 7 and int(counts[2]) == 0
 
 
-def test_report_uses_the_runs_k_and_ppgen_compare_pairs_two_cli_runs(run_dir, tmp_path):
-    other = tmp_path / "mixture"
-    train_run({"model": "vae", "data": "digits", "prior": "mixture", "epochs": 2, "hidden": 32, "z_dim": 4, "seed": 1},
-              other, device="cpu", progress=False, iwae_k=30)
-    result = subprocess.run([PPGEN, "report", str(other), "--samples", "10", "--max-obs", "120"], capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+def test_report_uses_the_runs_k_and_ppgen_compare_pairs_two_cli_runs(tmp_path):
+    run_dir, other = tmp_path / "vae", tmp_path / "mixture"
+    for out, prior, seed in ((run_dir, "normal", 0), (other, "mixture", 1)):
+        train_run({"model": "vae", "data": "digits", "prior": prior, "epochs": 2, "hidden": 32, "z_dim": 4,
+                   "seed": seed}, out, device="cpu", progress=False, iwae_k=30)
+        result = subprocess.run([PPGEN, "report", str(out), "--samples", "10", "--max-obs", "120"], capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
     idata = az.from_netcdf(str(other / "posterior.nc"))
     assert idata.vi_diagnostics.attrs["num_samples"] == 30  # the K of metrics.json, not a report default
     assert "log_likelihood" not in idata.groups()
@@ -168,3 +169,7 @@ def test_report_uses_the_runs_k_and_ppgen_compare_pairs_two_cli_runs(run_dir, tm
     az.hdi(idata.posterior)
     result = subprocess.run([PPGEN, "compare", str(run_dir), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "ppgen report" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(ValueError, match="120 datapoints and short 40"):
+        short = tmp_path / "short.nc"
+        D.write_netcdf(az.from_netcdf(str(other / "posterior.nc")).isel(datapoint=slice(0, 40)), short)
+        ppgen.compare(other, short)
