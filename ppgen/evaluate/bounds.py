@@ -25,10 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.base import model_args
+from ..data.labels import PartiallyLabelled
+from ..guides.sites import enumerated_sites
 from ..infer.importance import importance_sample, in_data_plate, log_importance_weights
-from ..infer.objectives import TraceELBO
+from ..infer.objectives import EnumELBO, TraceELBO
 from ..infer.precision import outside_autocast
 from ..nn import eval_mode
+from .labels import classifier_accuracy
 from .latents import (active_units, code_sparsity, guide_activity, has_sparse_prior, keep_rng, latent_activity,
                       latent_variables, variable_draws)
 
@@ -41,8 +44,12 @@ def _batches(data, batch_size):
 
 @torch.no_grad()
 def test_elbo(model, guide, data, num_samples: int = 10, batch_size: int = 256) -> float:
-    """ELBO per datapoint (nats), each datapoint's bound averaged over ``num_samples`` draws."""
-    objective = TraceELBO(num_samples)
+    """ELBO per datapoint (nats), each datapoint's bound averaged over ``num_samples`` draws;
+    the guide's sites marked for enumeration are summed out (Pyro's ``TraceEnum_ELBO``)."""
+    args = model_args(data)
+    with keep_rng(args), eval_mode(guide):  # discovery leaves the random state as it was
+        enumerated = enumerated_sites(guide, *(t[:2] for t in args))
+    objective = EnumELBO(num_samples) if enumerated else TraceELBO(num_samples)
     total, n = 0.0, 0
     with eval_mode(model, guide):
         for batch in _batches(data, batch_size):
@@ -166,7 +173,8 @@ def joint_log_weights(model, guide, data, k: int = 1000, chunk: int | None = Non
             draw_progress(k, progress, f"joint log p(y), K={k}") as bar:
         particle_dim = -(_plate_nesting(model, guide, args) + 1)
         for j in range(0, k, chunk):
-            sample = importance_sample(model, guide, *args, num_particles=min(chunk, k - j), particle_dim=particle_dim)
+            sample = importance_sample(model, guide, *args, num_particles=min(chunk, k - j), particle_dim=particle_dim,
+                                       enumerate=False)  # enumerated sites drawn: one joint weight per draw
             out.append(sample.log_density(sample.model_sites) - sample.log_density(sample.guide_sites))
             bar.update(min(chunk, k - j))
     return torch.cat(out)
@@ -226,7 +234,17 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
     layer of a hierarchy), ``active_units`` and, when ``sparsity`` (by default: the model's
     prior is sparse), ``code_sparsity``; with several such variables, ``kl_nats_<name>``,
     ``active_units_<name>`` and ``code_sparsity_<name>`` for each. ``progress`` shows a bar for the importance draws
-    (the part that takes time)."""
+    (the part that takes time).
+
+    The guide's sites marked for enumeration (``config_enumerate``) are summed out exactly in
+    the bounds (:mod:`ppgen.infer.importance`). ``data`` a :class:`ppgen.data.PartiallyLabelled`
+    (held-out rows with labels): the bounds are of x alone, the label summed or integrated
+    out, and ``test_accuracy`` is the accuracy of the guide's q(y | x) on the labelled rows
+    (``label_site`` names the site, ``labelled`` counts the rows;
+    :func:`~ppgen.evaluate.labels.classifier_accuracy`)."""
+    labelled = data if isinstance(data, PartiallyLabelled) else None
+    if labelled is not None:
+        data = labelled.x
     if sparsity is None:
         sparsity = has_sparse_prior(model)
     args = model_args(data)
@@ -248,6 +266,8 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
     for name, sites in variables.items() if sparsity else ():
         key = "" if len(variables) == 1 else f"_{name}"
         metrics[f"code_sparsity{key}"] = code_sparsity(variable_draws(guide, *args, sites=sites, num_samples=8))
+    if labelled is not None and bool(labelled.known.any()):
+        metrics.update(classifier_accuracy(model, guide, labelled))
     return metrics
 
 
