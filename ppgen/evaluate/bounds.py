@@ -281,7 +281,10 @@ def latent_kl_nats(model, guide, data, variables: dict[str, list[str]], num_samp
     under the conditionals the guide and the model give it (in a hierarchy, the KL of layer l
     given the layer above, the per-layer term of the ELBO = E_q[log p(x | z)] - sum of these).
     A layer whose KL is ~0 carries no information about x. For all-local models (a site
-    outside the data plate raises ``ValueError``)."""
+    outside the data plate raises ``ValueError``). A site the guide enumerates (y) is summed,
+    not drawn: its KL is KL(r || p(y)) with r(y) the exact posterior of y given x and the draw,
+    and the other sites' terms are averaged under r
+    (:meth:`~ppgen.infer.importance.ImportanceSample.site_terms`)."""
     args = model_args(data)
     totals, n = dict.fromkeys(variables, 0.0), 0
     with eval_mode(model, guide), pyro.validation_enabled(False):
