@@ -151,7 +151,7 @@ def test_m2_semi_supervised_through_fit_evaluate_diagnostics_report(trained, tmp
 
     # k-hat from the same weights: its log p(x) is the IWAE above
     torch.manual_seed(0)
-    diag = Dg.importance_diagnostics(model, guide, x_test, num_samples=500)
+    diag = Dg.importance_diagnostics(model, guide, PartiallyLabelled(x_test, labels_test), num_samples=500)  # x alone
     assert float(diag["log_px"].mean()) == pytest.approx(metrics["test_iwae_nats"], abs=0.05)
     assert np.isfinite(diag["khat"].values).all()
 

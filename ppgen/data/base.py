@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .labels import PartiallyLabelled
+
 
 @dataclass
 class Dataset:
@@ -37,7 +39,10 @@ class Dataset:
 
 def model_args(data) -> tuple:
     """The model's arguments from ``data``: a tensor (one argument) or a tuple/list of them,
-    each with the datapoints on its first dimension."""
+    each with the datapoints on its first dimension; a :class:`~ppgen.data.labels.PartiallyLabelled`
+    gives ``(x,)``, the rows without their labels (what log p(x) and the diagnostics are of)."""
+    if isinstance(data, PartiallyLabelled):
+        return (data.x,)
     return tuple(data) if isinstance(data, (tuple, list)) else (data,)
 
 
