@@ -15,6 +15,7 @@ from pathlib import Path
 from .arrays import load_numpy
 from .base import Dataset, as_dataset, check_images, check_tensor, model_args
 from .digits import load_digits
+from .labels import MISSING, PartiallyLabelled
 from .idx import load_idx, read_idx, write_idx
 from .sprites import load_sprites
 from .stream import MappedRows, load_stream
@@ -95,6 +96,6 @@ def _absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-__all__ = ["Dataset", "model_args", "SequenceDataset", "DATASETS", "FILE_LOADERS", "PATH_ARGUMENTS", "as_dataset",
+__all__ = ["Dataset", "model_args", "PartiallyLabelled", "MISSING", "SequenceDataset", "DATASETS", "FILE_LOADERS", "PATH_ARGUMENTS", "as_dataset",
            "check_tensor", "check_images", "load", "load_vectors", "load_in_memory", "load_digits", "load_numpy", "load_stream", "MappedRows", "load_polyphonic", "resolve_spec",
            "transposed", "load_idx", "read_idx", "write_idx"]

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .labels import PartiallyLabelled
+
 
 @dataclass
 class Dataset:
@@ -37,11 +39,14 @@ class Dataset:
 
 def model_args(data) -> tuple:
     """The model's arguments from ``data``: a tensor (one argument) or a tuple/list of them,
-    each with the datapoints on its first dimension. The first argument is the data values:
-    stored as bool, integers or half precision (or given as a numpy array), it is converted
-    as :func:`as_dataset` converts data (:func:`data_values`); float32/float64 data, which a
-    model may be written in, and the other arguments (masks, labels, lengths, covariates) are
-    passed as given."""
+    each with the datapoints on its first dimension; a :class:`~ppgen.data.labels.PartiallyLabelled`
+    gives ``(x,)``, the rows without their labels (what log p(x) and the diagnostics are of).
+    The first argument is the data values: stored as bool, integers or half precision (or
+    given as a numpy array), it is converted as :func:`as_dataset` converts data
+    (:func:`data_values`); float32/float64 data, which a model may be written in, and the
+    other arguments (masks, labels, lengths, covariates) are passed as given."""
+    if isinstance(data, PartiallyLabelled):
+        data = (data.x,)
     args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     return (data_values(args[0], keep_float=True), *args[1:]) if args else args
 

@@ -44,6 +44,7 @@ from ..data.base import model_args
 from ..distributions.declared import marginal_log_prob
 from ..evaluate import latents
 from ..evaluate.bounds import global_latent_sites, heldout_log_weights, joint_log_weights
+from ..guides.sites import enumerated_sites
 from ..infer.checkpoint import new_file_mode
 from ..infer.importance import PARTICLES, importance_sample
 from ..nn import eval_mode
@@ -146,7 +147,7 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
     meta = {"inference_library": "pyro", "inference_library_version": pyro.__version__,
             "model": _name(model), "guide": _name(guide),
             "draws": "i.i.d. from the variational guide q, not MCMC: R-hat and ESS do not apply",
-            **dims.attrs(), **{k: _attr(v) for k, v in (attrs or {}).items()}}
+            **dims.attrs(), **_enumeration_note(guide, args), **{k: _attr(v) for k, v in (attrs or {}).items()}}
     for ds in datasets.values():
         ds.attrs.update(meta)
     if pointwise is not None:
@@ -203,6 +204,16 @@ class Dims:
         renamed = {n: self.variable(n) for n in self.taken if n in ("chain", "draw")}
         return {"dims": json.dumps({role: getattr(self, role) for role in ROLES}),
                 **({"renamed_sites": json.dumps(renamed)} if renamed else {})}
+
+
+def _enumeration_note(guide, args) -> dict:
+    """The attribute that says which sites of the guide are marked for enumeration: their
+    posterior draws are sampled from q, while ppgen's bounds and k-hat sum them out."""
+    with latents.keep_rng(args), eval_mode(guide):  # discovery leaves the random state as it was
+        sites = enumerated_sites(guide, *args)
+    return {"enumerated_sites": ", ".join(sites), "enumerated_sites_note": (
+        "sampled from q here (draws of the discrete site); the bounds and k-hat of ppgen.evaluate and "
+        "importance_diagnostics sum these sites out exactly")} if sites else {}
 
 
 def _free(name: str, taken) -> str:
@@ -295,7 +306,8 @@ def _draw(model, guide, args, num_samples, data_plate, vectorize, chunk) -> dict
 def _one_pass(model, guide, args, num_draws, particle_dim, data_plate) -> dict:
     """One run of guide and model on ``num_draws`` vectorized draws (None: a single draw, no
     plate). Returns ``{group: {site: (array, dim names)}}``; event dims are named None."""
-    sample = importance_sample(model, guide, *args, num_particles=num_draws, particle_dim=particle_dim)
+    # sites marked for enumeration are drawn here (a posterior needs draws of y, not its sum)
+    sample = importance_sample(model, guide, *args, num_particles=num_draws, particle_dim=particle_dim, enumerate=False)
     data_plate = data_plate or sample.data_plate
     out = {g: {} for g in ("posterior", "posterior_predictive", "log_likelihood", "observed_data")}
     for name, site in _model_sites(sample):
@@ -683,7 +695,8 @@ def latent_kl(model, guide, data, num_samples: int = 20, *, data_plate: str | No
     args = model_args(data)
     with eval_mode(model, guide), pyro.validation_enabled(False):
         particle_dim = -(_max_plate_nesting(model, guide, args) + 1)
-        sample = importance_sample(model, guide, *args, num_particles=num_samples, particle_dim=particle_dim)
+        sample = importance_sample(model, guide, *args, num_particles=num_samples, particle_dim=particle_dim,
+                                   enumerate=False)  # per-site KLs of drawn values, enumerated sites included
         data_plate = data_plate or sample.data_plate
         total, per_dim = {}, {}
         for name, site in _model_sites(sample):

@@ -25,9 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.base import model_args
+from ..data.labels import PartiallyLabelled
+from ..guides.sites import enumerated_sites
 from ..infer.importance import importance_sample, in_data_plate, log_importance_weights
+from ..infer.objectives import EnumELBO
 from ..infer.precision import outside_autocast
 from ..nn import eval_mode
+from .labels import classifier_accuracy
 from .latents import (active_units, code_sparsity, guide_activity, has_sparse_prior, keep_rng, latent_activity,
                       latent_variables, site_mask, step_groups, variable_draws)
 
@@ -42,14 +46,22 @@ def _batches(data, batch_size):
 def test_elbo(model, guide, data, num_samples: int = 10, batch_size: int = 256) -> float:
     """ELBO per datapoint (nats), each datapoint's bound averaged over ``num_samples`` draws:
     the mean joint log-weight of :func:`~ppgen.infer.importance.importance_sample` (the value
-    of Pyro's ``Trace_ELBO`` with vectorized particles, on the same draws)."""
+    of Pyro's ``Trace_ELBO`` with vectorized particles, on the same draws); where the guide
+    marks sites for enumeration they are summed out (the value of Pyro's ``TraceEnum_ELBO``)."""
+    args = model_args(data)
+    with keep_rng(args), eval_mode(guide):  # discovery leaves the random state as it was
+        enumerated = enumerated_sites(guide, *(t[:2] for t in args))
+    objective = EnumELBO(num_samples) if enumerated else None
     total, n = 0.0, 0
     with eval_mode(model, guide), pyro.validation_enabled(False):
-        for batch in _batches(data, batch_size):
-            sample = importance_sample(model, guide, *batch, num_particles=num_samples)
-            with outside_autocast():
-                log_w = sample.log_density(sample.model_sites) - sample.log_density(sample.guide_sites)
-            total += float(log_w.double().mean())
+        for batch in _batches(args, batch_size):
+            if objective is not None:
+                total -= objective(model, guide, *batch).item()
+            else:
+                sample = importance_sample(model, guide, *batch, num_particles=num_samples)
+                with outside_autocast():
+                    log_w = sample.log_density(sample.model_sites) - sample.log_density(sample.guide_sites)
+                total += float(log_w.double().mean())
             n += batch[0].shape[0]
     return total / n
 
@@ -169,7 +181,8 @@ def joint_log_weights(model, guide, data, k: int = 1000, chunk: int | None = Non
             draw_progress(k, progress, f"joint log p(y), K={k}") as bar:
         particle_dim = -(_plate_nesting(model, guide, args) + 1)
         for j in range(0, k, chunk):
-            sample = importance_sample(model, guide, *args, num_particles=min(chunk, k - j), particle_dim=particle_dim)
+            sample = importance_sample(model, guide, *args, num_particles=min(chunk, k - j), particle_dim=particle_dim,
+                                       enumerate=False)  # enumerated sites drawn: one joint weight per draw
             out.append(sample.log_density(sample.model_sites) - sample.log_density(sample.guide_sites))
             bar.update(min(chunk, k - j))
     return torch.cat(out)
@@ -235,7 +248,17 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
     layer of a hierarchy), ``active_units`` and, when ``sparsity`` (by default: the model's
     prior is sparse), ``code_sparsity``; with several such variables, ``kl_nats_<name>``,
     ``active_units_<name>`` and ``code_sparsity_<name>`` for each. ``progress`` shows a bar for the importance draws
-    (the part that takes time)."""
+    (the part that takes time).
+
+    The guide's sites marked for enumeration (``config_enumerate``) are summed out exactly in
+    the bounds (:mod:`ppgen.infer.importance`). ``data`` a :class:`ppgen.data.PartiallyLabelled`
+    (held-out rows with labels): the bounds are of x alone, the label summed or integrated
+    out, and ``test_accuracy`` is the accuracy of the guide's q(y | x) on the labelled rows
+    (``label_site`` names the site, ``labelled`` counts the rows;
+    :func:`~ppgen.evaluate.labels.classifier_accuracy`)."""
+    labelled = data if isinstance(data, PartiallyLabelled) else None
+    if labelled is not None:
+        data = labelled.x
     if sparsity is None:
         sparsity = has_sparse_prior(model)
     args = model_args(data)
@@ -263,6 +286,8 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
         metrics.update({"test_elbo_per_frame_nats": metrics["test_elbo_nats"] * n / frames,
                         "test_iwae_per_frame_nats": metrics["test_iwae_nats"] * n / frames,
                         "frames": frames, "sequences": n})
+    if labelled is not None and bool(labelled.known.any()):
+        metrics.update(classifier_accuracy(model, guide, labelled))
     return metrics
 
 
@@ -300,7 +325,10 @@ def latent_kl_nats(model, guide, data, variables: dict[str, list[str]], num_samp
     under the conditionals the guide and the model give it (in a hierarchy, the KL of layer l
     given the layer above, the per-layer term of the ELBO = E_q[log p(x | z)] - sum of these).
     A layer whose KL is ~0 carries no information about x. For all-local models (a site
-    outside the data plate raises ``ValueError``)."""
+    outside the data plate raises ``ValueError``). A site the guide enumerates (y) is summed,
+    not drawn: its KL is KL(r || p(y)) with r(y) the exact posterior of y given x and the draw,
+    and the other sites' terms are averaged under r
+    (:meth:`~ppgen.infer.importance.ImportanceSample.site_terms`)."""
     args = model_args(data)
     totals, n = dict.fromkeys(variables, 0.0), 0
     with eval_mode(model, guide), pyro.validation_enabled(False):

@@ -130,7 +130,8 @@ class SiteStructure:
     ``data_plate``: the plate at dim -1 that the observed sites are in (its name is whatever
     the model calls it), None if no observed site is in one. ``subsampled``: that plate
     subsamples by itself (its full size differs from its size, or from the batch's rows),
-    so it already scales its sites. ``local``: latent sites inside the data plate;
+    so it already scales its sites; a plate without a size (``pyro.plate("data")``, size -1
+    in its frame: any size) takes the batch as it is and does not subsample. ``local``: latent sites inside the data plate;
     ``global_latents``: latent sites outside it; ``observed``: the observed sites."""
 
     data_plate: str | None
@@ -153,9 +154,41 @@ def site_structure(model, *args, **kwargs) -> SiteStructure:
     local = tuple(name for name, s in sites if name in latent and frame is not None
                   and any(f.name == frame.name for f in s["cond_indep_stack"]))
     global_latents = tuple(name for name, _ in sites if name in latent and name not in local)
-    subsampled = frame is not None and ((frame.full_size or frame.size) != frame.size
-                                        or (rows is not None and frame.size != rows))
+    subsampled = frame is not None and frame.size != -1 and ((frame.full_size or frame.size) != frame.size
+                                                             or (rows is not None and frame.size != rows))
     return SiteStructure(frame.name if frame is not None else None, subsampled, local, global_latents, observed)
+
+
+def enumerated_sites(guide, *args, **kwargs) -> list[str]:
+    """The guide's sample sites marked for enumeration (``infer={"enumerate": ...}``, as
+    ``config_enumerate`` sets it), from one run of ``guide(*args)``: discrete latents that
+    Pyro's ``TraceEnum_ELBO`` sums out instead of sampling."""
+    trace = trace_program(guide, *args, **kwargs)
+    return [name for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and site["infer"].get("enumerate")]
+
+
+def plate_nesting(model, guide, *args, **kwargs) -> int:
+    """How many plate dims the pair uses (``max_plate_nesting`` for Pyro's ELBOs), from one
+    run of the guide and of the model replayed on it: the largest -dim of a vectorized plate."""
+    guide_trace = trace_program(guide, *args, **kwargs)
+    model_trace = trace_program(poutine.replay(model, trace=guide_trace), *args, **kwargs)
+    return max((-f.dim for trace in (guide_trace, model_trace) for site in trace.nodes.values()
+                if site["type"] == "sample" for f in site["cond_indep_stack"] if f.vectorized), default=0)
+
+
+def label_site(model, x, y) -> str:
+    """The site that ``y`` fills in ``model(x, y)``: observed there and latent in
+    ``model(x)`` (the class label of a semi-supervised model, Kingma et al. 2014's M2). Found
+    from the two traces; ``ValueError`` unless exactly one site is."""
+    observed = [name for name, site in trace_program(model, x, y).nodes.items()
+                if site["type"] == "sample" and site["is_observed"]]
+    latent = set(_latent_names(trace_program(model, x)))
+    found = [name for name in observed if name in latent]
+    if len(found) != 1:
+        raise ValueError(f"model {_name(model)}: expected one site observed in model(x, y) and latent in model(x) "
+                         f"(the label), found {found or 'none'}")
+    return found[0]
 
 
 def _name(fn) -> str:

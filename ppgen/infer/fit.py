@@ -6,7 +6,9 @@ programs: plain functions, ``nn.Module``s, ``PyroModule``s, autoguides. The PyTo
 optimiser gets what Pyro's SVI would optimise (:func:`pair_parameters`): module parameters
 and every ``pyro.param`` the pair touches, unconstrained. Minibatches of a model with global
 latents are scaled by N/B (:class:`DataScaling`) so that the objective estimates the
-full-data ELBO.
+full-data ELBO. Partially labelled data (:class:`ppgen.data.PartiallyLabelled`) trains a
+semi-supervised pair on each minibatch's labelled and unlabelled rows together
+(:class:`SemiSupervised`).
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from pyro import poutine
 from torch import nn
 
 from ..data.base import model_args
+from ..data.labels import MISSING, PartiallyLabelled
 from ..data.stream import MappedRows, check_finite
 from ..guides import check_sites
-from ..guides.sites import SiteStructure, site_structure
+from ..guides.sites import SiteStructure, enumerated_sites, site_structure
 from ..models.interfaces import ChecksData
 from ..nn.device import resolve_device
 from . import distributed
@@ -32,7 +35,7 @@ from .batches import Shard, Streamed
 from .checkpoint import rng_state, set_rng_state
 from .loop import NonFiniteLossError, Step, train
 from .precision import check_precision
-from .objectives import ELBOS, TraceELBO, with_beta, with_data_scale
+from .objectives import ELBOS, EnumELBO, TraceELBO, with_beta, with_data_scale
 
 
 @dataclass
@@ -87,6 +90,7 @@ class History:
     lr: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
     step_loss: list = field(default_factory=list)
+    aux_loss: list = field(default_factory=list)
     best_epoch: int = 0
     best_val_elbo: float = -math.inf
     stopped_early: bool = False
@@ -97,8 +101,8 @@ class History:
         return float(sum(self.seconds))
 
 
-def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = None, resume: bool = False,
-        device: str | torch.device = "auto", progress: bool = True, validate: bool = True,
+def fit(model, guide, data, val_data=None, *, aux: tuple | None = None, checkpoint: str | Path | None = None,
+        resume: bool = False, device: str | torch.device = "auto", progress: bool = True, validate: bool = True,
         **config) -> History:
     """Train ``guide`` and the model's parameters by SVI; return the :class:`History`.
 
@@ -108,9 +112,25 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
     :class:`ppgen.data.MappedRows` (the train split of ``load("stream:PATH")``): read batch by
     batch (:class:`~ppgen.infer.batches.Streamed`), checked on its first rows and then per
     batch, never loaded whole. Keyword arguments fill a
-    :class:`FitConfig` (``epochs``, ``batch_size``, ``lr``, ``elbo`` in trace|meanfield|iwae,
+    :class:`FitConfig` (``epochs``, ``batch_size``, ``lr``, ``elbo`` in trace|meanfield|iwae|enum,
     ``num_particles``, ``beta``, ``anneal_epochs``, ``clip_norm``, ``lr_schedule``,
     ``patience`` for early stopping on the validation ELBO, ``seed``).
+
+    Discrete latents: a guide whose sites are marked for enumeration (``config_enumerate``,
+    ``infer={"enumerate": ...}``) trains with ``elbo="enum"`` (:class:`~ppgen.infer.objectives.EnumELBO`,
+    Pyro's ``TraceEnum_ELBO``), which sums them out; the other objectives would sample them by
+    the score-function estimator and refuse such a guide with a ``ValueError``.
+
+    Partially labelled data: ``data`` a :class:`ppgen.data.PartiallyLabelled` (``val_data``
+    too, or plain rows; its validation ELBO is of x alone) trains a semi-supervised pair
+    ``model(x, y=None)`` / ``guide(x, y=None)`` (y observed when given, latent otherwise, as in
+    Kingma et al. 2014's M2): each minibatch's labelled rows are passed as ``model(x_l, y_l)``,
+    its unlabelled rows as ``model(x_u)``, and the two -ELBOs are summed, so every datapoint
+    weighs the same whether labelled or not. ``aux=(model_classify, guide_classify)`` adds
+    the auxiliary classification loss of Kingma et al. the Pyro way: the -ELBO of that pair
+    (typically ``y ~ q(y | x)`` observed under ``poutine.scale(alpha)`` and an empty guide) on
+    the labelled rows, computed in the same step. History records ``train_elbo`` (the summed
+    ELBOs per datapoint) and ``aux_loss`` (per datapoint) apart.
 
     ``model`` and ``guide`` are any Pyro programs taking the batch's tensors (functions,
     ``nn.Module``s, ``PyroModule``s, autoguides); :func:`ppgen.guides.check_sites` runs both
@@ -143,12 +163,21 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
     cfg.check()
     if hasattr(data, "train") and hasattr(data, "val"):
         data, val_data = data.train, data.val if val_data is None else val_data
+    partial = data if isinstance(data, PartiallyLabelled) else None
+    if aux is not None and partial is None:
+        raise ValueError("aux=(model_classify, guide_classify) is a loss on labelled rows: pass the training data as "
+                         "ppgen.data.PartiallyLabelled(x, labels)")
+    if partial is not None:
+        data = (partial.x, partial.labels)  # shuffled together; each batch is split by SemiSupervised
+    if isinstance(val_data, PartiallyLabelled):
+        val_data = val_data.x  # the validation ELBO is of x alone, y summed or integrated out
     stream = data if isinstance(data, MappedRows) else None  # rows on disk, read batch by batch
     # a streamed source is checked and probed on its first rows here, then batch by batch
     data = model_args(stream.read(0, min(len(stream), STREAM_SAMPLE)) if stream else data)
     val_data = model_args(val_data) if val_data is not None else None
     if validate:
-        _check_data(model, data, f"training data (first rows of {stream.where})" if stream else "training data")
+        _check_data(model, data[:1] if partial else data,
+                    f"training data (first rows of {stream.where})" if stream else "training data")
         if val_data is not None:
             _check_data(model, val_data, "validation data")
     dev = distributed.local_device(resolve_device(device))
@@ -160,14 +189,28 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
         for program in (model, guide):
             if isinstance(program, nn.Module):
                 program.to(dev)
-        probe = tuple(t[:2].to(dev) for t in data)
-        check_sites(model, guide, *probe)  # also creates lazily-built guide params (autoguides, pyro.param)
+        semi = SemiSupervised(partial, aux) if partial is not None else None
+        probes = semi.probes(data, dev) if semi else [tuple(t[:2].to(dev) for t in data)]
+        probe = probes[0]  # the model's arguments without labels: what its structure is read from
+        for args in probes:
+            check_sites(model, guide, *args)  # also creates lazily-built guide params (autoguides, pyro.param)
         with _rng_untouched():  # the seeded draws of the built-in families stay what they were
             scaling = DataScaling.of(model, probe, n, cfg.batch_size)
             if cfg.elbo == "iwae" and scaling.structure.global_latents:
                 raise ValueError(f"elbo='iwae' needs every latent site inside the data plate; model {_name(model)} "
                                  f"has global latent sites {list(scaling.structure.global_latents)}: use elbo='trace'")
+            if semi and scaling.active:
+                raise ValueError(f"partially labelled data need every latent site of model {_name(model)} inside the "
+                                 f"data plate; it has global latent sites {list(scaling.structure.global_latents)}")
+            enumerated = enumerated_sites(guide, *probe)
+            if enumerated and not ELBOS[cfg.elbo].enumerates:
+                raise ValueError(f"guide {_name(guide)} marks sites {enumerated} for enumeration (config_enumerate), "
+                                 f"which elbo={cfg.elbo!r} would sample by the score-function estimator: use elbo='enum'")
             named, store_params = pair_parameters(model, guide, *probe)
+            for args in probes[1:]:
+                _merge_parameters(named, store_params, *pair_parameters(model, guide, *args))
+            if semi and aux is not None:
+                _merge_parameters(named, store_params, *pair_parameters(*aux, *probes[-1]))
         if store_params and distributed.world() > 1:
             raise ValueError(
                 f"under torchrun the gradients are averaged over the processes by DistributedDataParallel, which sees "
@@ -180,6 +223,7 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
         optimizer = make_optimizer(named, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = LR_SCHEDULES[cfg.lr_schedule](optimizer, cfg.epochs)
         objective = ELBOS[cfg.elbo](cfg.num_particles)
+        val_objective = EnumELBO() if enumerated else None  # the validation ELBO sums enumerated sites out too
         anneal_steps = cfg.anneal_epochs * steps_per_epoch
         val = tuple(t.to(dev) for t in val_data) if val_data is not None else None
         val_scaling = None if val is None else DataScaling(scaling.structure, val[0].shape[0], False) \
@@ -191,7 +235,10 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
             beta = cfg.beta * (min(1.0, (t + 1) / anneal_steps) if anneal_steps else 1.0)
             last["beta"] = beta
             scaled_model, scaled_guide, per = scaling.wrap(model, guide, batch[0].shape[0])
-            loss = pair_loss(lambda: objective(with_beta(scaled_model, beta), with_beta(scaled_guide, beta), *batch) / per)
+            pair = with_beta(scaled_model, beta), with_beta(scaled_guide, beta)
+            if semi is not None:
+                return semi.update(objective, pair, batch, per, pair_loss, lambda loss: apply(loss, optimizer))
+            loss = pair_loss(lambda: objective(*pair, *batch) / per)
             value = apply(loss, optimizer)  # the float it checked: the step's one host-device sync
             return {"train_elbo": -value, "loss": value}
 
@@ -206,7 +253,8 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
         keep = tuple(parts)
         parts.update(optimizer=optimizer, scheduler=scheduler)
         return Step(update, parts, end_epoch=end_epoch, per_step=("loss",), keep_best=keep, score_name="val_elbo",
-                    score=(lambda: shared_elbo_per_datapoint(model, guide, val, cfg.batch_size, scaling=val_scaling))
+                    score=(lambda: shared_elbo_per_datapoint(model, guide, val, cfg.batch_size, scaling=val_scaling,
+                                                             objective=val_objective))
                     if val is not None else None)
 
     shard = Shard(distributed.rank(), distributed.world(), cfg.seed)
@@ -214,6 +262,57 @@ def fit(model, guide, data, val_data=None, *, checkpoint: str | Path | None = No
     _, history = train(make_step, batches, asdict(cfg), device=dev, checkpoint=checkpoint, resume=resume,
                        progress=progress, desc="fit")
     return History(**history, device=str(dev))
+
+
+class SemiSupervised:
+    """How a minibatch of partially labelled rows (:class:`ppgen.data.PartiallyLabelled`)
+    enters the objective: the rows with a label as ``model(x_l, y_l)``, the others as
+    ``model(x_u)``, their -ELBOs summed (each datapoint counted once, labelled or not), plus
+    the ``aux`` pair's -ELBO on the labelled rows (Kingma et al. 2014's classification loss,
+    written by the user as a Pyro pair), all divided by the batch's rows."""
+
+    def __init__(self, data: PartiallyLabelled, aux: tuple | None):
+        self.data, self.aux = data, aux
+        self.aux_objective = TraceELBO()
+
+    def probes(self, rows: tuple, device) -> list[tuple]:
+        """Two rows of each kind, as the model's arguments: ``[(x_u,), (x_l, y_l)]`` (the
+        unlabelled probe is any two rows without their labels; the labelled one only where
+        some rows have a label)."""
+        x, labels = rows
+        out = [(x[:2].to(device),)]
+        known = (labels != MISSING).nonzero().squeeze(1)[:2]
+        if len(known):
+            out.append(tuple(t.to(device) for t in self.data.split(x[known], labels[known])[0]))
+        return out
+
+    def update(self, objective, pair, batch: tuple, per: int, pair_loss, apply) -> dict:
+        labelled, unlabelled = self.data.split(*batch)
+        parts = {}
+
+        def loss():
+            total = 0.0
+            if unlabelled[0].shape[0]:
+                total = total + objective(*pair, *unlabelled)
+            if labelled[0].shape[0]:
+                total = total + objective(*pair, *labelled)
+                if self.aux is not None:
+                    aux = self.aux_objective(*self.aux, *labelled)
+                    parts["aux"] = aux.detach()
+                    total = total + aux
+            return total / per
+
+        value = apply(pair_loss(loss))
+        aux = float(parts["aux"]) / per if "aux" in parts else 0.0
+        return {"train_elbo": -(value - aux), "loss": value, "aux_loss": aux}
+
+
+def _merge_parameters(named: list, store: dict, more: list, more_store: dict) -> None:
+    """Add the parameters of another run (the labelled call, the auxiliary pair) that the
+    first did not touch."""
+    seen = {id(p) for p in named}
+    named.extend(p for p in more if id(p) not in seen)
+    store.update({k: v for k, v in more_store.items() if k not in store})
 
 
 @dataclass(frozen=True)
@@ -328,11 +427,12 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.
 
 @torch.no_grad()
 def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles: int = 1, *,
-                       scaling: DataScaling | None = None) -> float:
+                       scaling: DataScaling | None = None, objective=None) -> float:
     """The ELBO averaged over datapoints (nats), beta = 1, with modules in eval mode. For a
     model with global latents, the full-data ELBO over N: each batch's ELBO with its
     per-datapoint sites scaled by N/B (:class:`DataScaling`, found from a trace unless
-    ``scaling`` is given), averaged over batches by their share of the rows."""
+    ``scaling`` is given), averaged over batches by their share of the rows. ``objective``:
+    the estimator (default :class:`TraceELBO`; :class:`EnumELBO` for a guide with enumerated sites)."""
     data = model_args(data)
     n = data[0].shape[0]
     if scaling is None:
@@ -342,7 +442,7 @@ def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles:
     was_training = [m.training for m in modules]
     for m in modules:
         m.eval()
-    objective = TraceELBO(num_particles)
+    objective = objective or TraceELBO(num_particles)
     total = 0.0
     for i in range(0, n, batch_size):
         batch = tuple(t[i:i + batch_size] for t in data)
@@ -355,15 +455,16 @@ def elbo_per_datapoint(model, guide, data, batch_size: int = 512, num_particles:
     return total / n
 
 
-def shared_elbo_per_datapoint(model, guide, share: tuple, batch_size: int, scaling: DataScaling | None) -> float:
+def shared_elbo_per_datapoint(model, guide, share: tuple, batch_size: int, scaling: DataScaling | None,
+                              objective=None) -> float:
     """:func:`elbo_per_datapoint` of data split over the processes, each holding its
     :func:`ppgen.infer.distributed.share`: the per-datapoint ELBO of all the rows, the same number in
     every process (all-reduced sums of each share's ELBO and rows). In one process, the
     ELBO of ``share`` itself."""
     if distributed.world() == 1:
-        return elbo_per_datapoint(model, guide, share, batch_size, scaling=scaling)
+        return elbo_per_datapoint(model, guide, share, batch_size, scaling=scaling, objective=objective)
     rows = share[0].shape[0]  # a share may be empty when there are fewer rows than processes
-    total = elbo_per_datapoint(model, guide, share, batch_size, scaling=scaling) * rows if rows else 0.0
+    total = elbo_per_datapoint(model, guide, share, batch_size, scaling=scaling, objective=objective) * rows if rows else 0.0
     return distributed.mean_over_ranks(total, rows)
 
 
@@ -403,4 +504,4 @@ def _check_data(model, data, what: str) -> None:
 
 
 __all__ = ["FitConfig", "History", "NonFiniteLossError", "fit", "elbo_per_datapoint", "make_optimizer", "LR_SCHEDULES",
-           "DataScaling", "pair_parameters", "shared_elbo_per_datapoint"]
+           "DataScaling", "SemiSupervised", "pair_parameters", "shared_elbo_per_datapoint"]

@@ -3,7 +3,9 @@ KL weight (beta) applied to latent sites.
 
 Every objective is a callable ``loss(model, guide, *args) -> scalar tensor``: the negative
 bound summed over the batch, differentiable (surrogate terms included for
-non-reparameterized sites). Model and guide are run by :mod:`.record`; the IWAE bound's
+non-reparameterized sites). ``enumerates`` says whether it sums out the guide's sites marked
+for enumeration (``config_enumerate``); the others would sample them by the high-variance
+score-function estimator, so :func:`ppgen.fit` refuses such guides under them. Model and guide are run by :mod:`.record`; the IWAE bound's
 weights are :func:`.importance.log_importance_weights`, the one importance-weight function.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pyro.infer.util import MultiFrameTensor, is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from torch.distributions import kl_divergence
 
+from ..guides.sites import plate_nesting
 from .importance import log_importance_weights
 from .precision import outside_autocast
 from .record import run_pair, site_log_prob
@@ -84,6 +87,7 @@ class TraceELBO:
     """
 
     name = "trace"
+    enumerates = False
     _pyro_elbo_class = pyro.infer.Trace_ELBO
 
     def __init__(self, num_particles: int = 1, *, max_plate_nesting: int = 1):
@@ -182,6 +186,7 @@ class IWAE:
     inside the data plate (true for amortized VAE/VRNN guides)."""
 
     name = "iwae"
+    enumerates = False
 
     def __init__(self, num_particles: int = 5):
         self.num_particles = num_particles
@@ -191,4 +196,36 @@ class IWAE:
         return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
 
 
-ELBOS = {"trace": TraceELBO, "meanfield": MeanFieldELBO, "iwae": IWAE}
+class EnumELBO:
+    """-ELBO with the guide's discrete sites marked for enumeration (``config_enumerate``)
+    summed out exactly, by Pyro's ``TraceEnum_ELBO``: for y ~ q(y | x) enumerated and
+    z ~ q(z | x, y), sum_y q(y | x) E_q(z|x,y)[log p(x, y, z) - log q(y | x) - log q(z | x, y)],
+    whose gradient in q(y | x) is exact (no score-function term). ``max_plate_nesting`` is
+    found from a trace of the pair on the first batch (:func:`ppgen.guides.sites.plate_nesting`);
+    the enumeration dims go left of the plates (and of the ``num_particles`` draws)."""
+
+    name = "enum"
+    enumerates = True
+
+    def __init__(self, num_particles: int = 1, *, max_plate_nesting: int | None = None):
+        self.num_particles = int(num_particles)
+        self.max_plate_nesting = max_plate_nesting
+        self.pyro_elbo = None if max_plate_nesting is None else self._make(max_plate_nesting)
+
+    def _make(self, nesting: int):
+        return pyro.infer.TraceEnum_ELBO(max_plate_nesting=nesting, num_particles=self.num_particles,
+                                         vectorize_particles=self.num_particles > 1)
+
+    def __call__(self, model, guide, *args):
+        if self.pyro_elbo is None:
+            cuda = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda})
+            with torch.random.fork_rng(devices=cuda):  # the discovery run leaves the draws as they were
+                self.max_plate_nesting = plate_nesting(model, guide, *args)
+            self.pyro_elbo = self._make(self.max_plate_nesting)
+        with outside_autocast():  # the sum over enumerated values is taken in float32, networks included
+            if not torch.is_grad_enabled():  # evaluation: Pyro's differentiable_loss refuses a graph-free value
+                return torch.as_tensor(self.pyro_elbo.loss(model, guide, *args))
+            return self.pyro_elbo.differentiable_loss(model, guide, *args)
+
+
+ELBOS = {"trace": TraceELBO, "meanfield": MeanFieldELBO, "iwae": IWAE, "enum": EnumELBO}
