@@ -6,6 +6,8 @@ computations: an importance sampler written here that loops over the classes, an
 ``TraceEnum_ELBO``."""
 import math
 
+import arviz as az
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -161,8 +163,10 @@ def test_m2_semi_supervised_through_fit_evaluate_diagnostics_report(trained, tmp
     assert y.shape[:3] == (1, 20, 90) and set(np.unique(y)) <= {0.0, 1.0}
     assert idata.posterior.attrs["enumerated_sites"] == "y"
 
-    report = ppgen.report(model, guide, x_test, out=tmp_path / "m2.html", importance_samples=100, num_samples=20)
+    report = ppgen.report(model, guide, PartiallyLabelled(x_test, labels_test), out=tmp_path / "m2.html",
+                          importance_samples=100, num_samples=20, max_obs=40)  # labelled data report x alone
     assert report.path.exists() and report.posterior_path.exists()
+    assert az.from_netcdf(str(report.posterior_path)).vi_diagnostics.sizes["datapoint"] == 40
 
 
 def test_enum_objective_is_traceenum_elbo_on_the_same_params():

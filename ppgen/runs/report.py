@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from ..data.base import model_args
 from ..diagnostics.report import IMPORTANCE_DRAWS, Report, diagnose, write_report
 from ..infer.checkpoint import load_checkpoint
 from .api import load_run
@@ -69,6 +70,6 @@ def _run_report(run_dir, num_samples, importance_samples, max_obs, device, seed)
 
 
 def _first(data, n: int | None):
-    if n is None:
-        return data
-    return tuple(t[:n] for t in data) if isinstance(data, (tuple, list)) else data[:n]
+    """The model's arguments of the first ``n`` datapoints (all with None)."""
+    args = model_args(data)
+    return args if n is None else tuple(t[:n] for t in args)
