@@ -21,6 +21,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import kl_divergence
 
 from ..guides.sites import plate_nesting
+from .draws import draw_sites
 from .importance import log_importance_weights
 from .precision import outside_autocast
 from .record import run_pair, site_log_prob
@@ -99,11 +100,20 @@ class TraceELBO:
 
     def __call__(self, model, guide, *args):
         if is_validation_enabled() or _is_guide_messenger(guide):
-            return self.pyro_elbo.differentiable_loss(model, guide, *args)
-        particles = None
-        if self.num_particles > 1:  # as Pyro's vectorize_particles: one plate left of all others
-            particles = pyro.plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting - 1)
-        model_sites, guide_sites = run_pair(model, guide, args, particles)
+            try:
+                return self.pyro_elbo.differentiable_loss(model, guide, *args)
+            except Exception:  # noqa: BLE001 -- a pair that does not broadcast over the particles: drawn below
+                if self.num_particles == 1 or _is_guide_messenger(guide):
+                    raise
+                with pyro.validation_enabled(False):
+                    return self(model, guide, *args)
+        if self.num_particles > 1:
+            # as Pyro's vectorize_particles: one plate left of all others; a pair that does not
+            # broadcast over it is run once per particle (draw_sites says so once)
+            model_sites, guide_sites = draw_sites(lambda particles: run_pair(model, guide, args, particles),
+                                                  (model, guide), self.num_particles, -self.max_plate_nesting - 1)
+        else:
+            model_sites, guide_sites = run_pair(model, guide, args)
         with outside_autocast():  # networks ran in bf16 above; densities are scored in float32
             return self._loss(model_sites, guide_sites) / self.num_particles
 
