@@ -139,7 +139,7 @@ def _same(parts: list) -> bool:
     return all(not isinstance(p, torch.Tensor) and p == first for p in parts[1:])
 
 
-class _Programs:
+class ProgramSet:
     """A set of program tuples, each program held by weak reference (a bound method by its
     object and function; a poutine-wrapped program by the program inside): what is
     remembered dies with the programs. Programs that take no weak reference are not
@@ -181,7 +181,7 @@ class _Programs:
         return all(ref() is anchor and f is g for (ref, f), (anchor, g) in zip(others, map(self._key, rest)))
 
 
-_NOT_BROADCASTING = _Programs()
+_NOT_BROADCASTING = ProgramSet()
 
 
 class _Forced:
@@ -206,4 +206,4 @@ def _first_line(text: str) -> str:
     return line if len(line) <= 200 else line[:197] + "..."
 
 
-__all__ = ["PARTICLES", "draw_sites", "looped", "does_not_broadcast"]
+__all__ = ["PARTICLES", "draw_sites", "looped", "does_not_broadcast", "ProgramSet"]

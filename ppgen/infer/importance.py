@@ -27,7 +27,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from .draws import PARTICLES, draw_sites
+from .draws import PARTICLES, ProgramSet, draw_sites
 from .precision import outside_autocast
 from .record import run_guide, run_pair, sample_sites, site_log_prob
 
@@ -187,14 +187,24 @@ def importance_sample(model, guide, *args, num_particles: int | None = 1, partic
     ``TraceEnum_ELBO`` places them), and the weights sum them out; ``enumerate=False`` samples
     them like any other site (for callers that want draws of y, not weights)."""
 
+    # Pyro's enumeration handler costs a little on every site: a guide seen to mark no site
+    # for enumeration is run without it from then on
+    enumerate = enumerate and not _MARKS_NO_ENUMERATION.holds((guide,))
+
     def run(particles):
         if particles is not None and enumerate:
             particles = _enumerated(particles, particle_dim - 1)
         return run_pair(model, guide, args, particles, detach_guide)
 
     model_sites, guide_sites = draw_sites(run, (model, guide), num_particles, particle_dim)
+    if enumerate and not any(msg["infer"].get("enumerate") for _, msg in guide_sites):
+        _MARKS_NO_ENUMERATION.add((guide,))
     return ImportanceSample(dict(model_sites), dict(guide_sites), num_particles,
                             None if num_particles is None else particle_dim)
+
+
+#: guides seen to mark no site for enumeration (held by weak reference)
+_MARKS_NO_ENUMERATION = ProgramSet()
 
 
 def _enumerated(particles, first_enum_dim: int):
