@@ -415,3 +415,17 @@ def test_a_mask_anywhere_pyro_allows_is_read(where):
     assert np.isnan(idata.posterior["z"].values[0, :, padded]).all()
     assert not np.isnan(idata.posterior["z"].values[0, :, ~padded]).any()
     assert abs(metrics["kl_nats"]) < 1e-5  # q = p on every real frame
+
+
+def test_the_arviz_functions_the_readme_calls_meaningful_run_on_the_inference_data(trained_vae):
+    import matplotlib.pyplot as plt
+
+    vae, _, test = trained_vae
+    idata = D.to_inference_data(vae.model, vae.guide, test[:20], 10)
+    one = {"datapoint": [0], "latent_": [0, 1]}
+    assert az.summary(idata, kind="stats").shape[1] == 4
+    assert az.hdi(idata.posterior)["latent"].shape == (20, vae.z_dim, 2)
+    az.plot_posterior(idata, var_names=["latent"], coords=one)
+    az.plot_pair(idata, var_names=["latent"], coords=one)
+    az.plot_ppc(idata, num_pp_samples=5)
+    plt.close("all")
