@@ -3,8 +3,10 @@
 Choices are read from the registries, so ``--help`` always lists what exists. Every failure
 prints one line that names the problem and exits non-zero: status 2 for errors a user can fix
 (unknown names, missing or broken files, incompatible choices, bad data, folders that cannot
-be written), 1 for anything unexpected, 130 for Ctrl-C (which says where the last checkpoint
-is and how to resume). ``--debug`` or ``PPGEN_DEBUG=1`` shows the traceback instead.
+be written, a run folder in use by another process), 1 for anything unexpected, 130 for
+Ctrl-C (which says where the last checkpoint is and how to resume). ``--debug`` or
+``PPGEN_DEBUG=1`` shows the traceback instead. A command that writes into a run folder holds
+its lock (:mod:`ppgen.runs.lock`) while it runs.
 
 Under torchrun (``torchrun --nproc-per-node=N -m ppgen train ...``) every process runs the
 command (:mod:`ppgen.infer.distributed`); rank 0 prints the metrics. A failure that stops
@@ -15,6 +17,7 @@ or a process loses its peers, each says where the last checkpoint is and how to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
@@ -32,6 +35,7 @@ from .infer.objectives import ELBOS
 from .infer.precision import PRECISIONS
 from .runs import FAMILIES
 from .runs.files import check_output_file
+from .runs.lock import RunFolderInUse, hold
 
 
 def _registries() -> str:
@@ -223,9 +227,19 @@ def cmd_sample(args) -> None:
 
     check_output_file(args.out)
     torch.manual_seed(args.seed)
-    run = open_run(args.run_dir, args.device)
-    for path in run.family.sample(run.parts, args.n, args.out, run.dataset, run.config, args.length):
-        print(f"wrote {path}")
+    with _writing_into(args.run_dir, args.out):
+        run = open_run(args.run_dir, args.device)
+        for path in run.family.sample(run.parts, args.n, args.out, run.dataset, run.config, args.length):
+            print(f"wrote {path}")
+
+
+def _writing_into(run_dir, out):
+    """The run folder's lock (:mod:`ppgen.runs.lock`) when ``out`` lies inside it; otherwise
+    nothing: a command that only reads a run reads files that are replaced atomically, so it
+    may look at a run while it trains."""
+    run_dir = Path(run_dir)
+    inside = run_dir.is_dir() and Path(out).resolve().is_relative_to(run_dir.resolve())
+    return hold(run_dir) if inside else contextlib.nullcontext()
 
 
 def cmd_continue(args) -> None:
@@ -233,11 +247,12 @@ def cmd_continue(args) -> None:
 
     check_output_file(args.out)
     torch.manual_seed(args.seed)
-    run = open_run(args.run_dir, args.device)
-    if run.family.continue_run is None:
-        raise ValueError(f"'continue' needs a sequence model; {run.config['model']!r} is not one")
-    result = run.family.continue_run(run.parts, run.dataset, args.prefix, args.steps, args.n, args.out,
-                                     piece=args.piece, k=args.iwae_k)
+    with _writing_into(args.run_dir, args.out):
+        run = open_run(args.run_dir, args.device)
+        if run.family.continue_run is None:
+            raise ValueError(f"'continue' needs a sequence model; {run.config['model']!r} is not one")
+        result = run.family.continue_run(run.parts, run.dataset, args.prefix, args.steps, args.n, args.out,
+                                         piece=args.piece, k=args.iwae_k)
     for key, value in result.items():
         if key != "midi":
             print(f"{key}: {value}")
@@ -362,8 +377,9 @@ def main(argv=None) -> int:
             print(f"{_rank_prefix()}ppgen {args.command}: "
                   f"{interrupted(args, argv, f'lost another process of the run ({cause})')}", file=sys.stderr)
             return 1
-        if not (isinstance(e, NonFiniteLossError) and distributed.active() and not distributed.is_main()):
-            # a non-finite loss stops every process alike: rank 0 says so for all
+        if not (isinstance(e, (NonFiniteLossError, RunFolderInUse)) and distributed.active()
+                and not distributed.is_main()):
+            # a non-finite loss or a run folder in use stops every process alike: rank 0 says so for all
             print(f"{_rank_prefix()}ppgen {args.command}: error: {describe(e)}", file=sys.stderr)
         return 2 if isinstance(e, USER_ERRORS) else 1
     finally:

@@ -29,6 +29,7 @@ from ..nn.device import resolve_device
 from .families import family
 from .family import Family, guide_name, on_device
 from .files import check_resume, check_run_folder, check_writable, read_config, read_json, write_json
+from .lock import hold
 
 #: config settings that metrics.json repeats, where the family has them
 REPORTED = ("model", "prior", "guide", "elbo", "data", "task", "adversarial_weight", "feature_weight")
@@ -50,14 +51,24 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
 
     Everything that can be checked is checked before any training: the settings (options the
     family does not take are refused), the output folder (new, empty or this run with
-    ``resume``; writable), and on resume the saved settings and the epochs left. ``iwae_k``:
-    importance draws of the final evaluation (default: the family's ``train_iwae_k``)."""
+    ``resume``; writable), and on resume the saved settings and the epochs left. The folder
+    is locked (:mod:`.lock`) while the run is written: a second process that trains or
+    resumes into it is refused at once. ``iwae_k``: importance draws of the final evaluation
+    (default: the family's ``train_iwae_k``)."""
     fam = family(config["model"])
     config = fam.settings(config)
     config["data"] = data_mod.resolve_spec(config["data"])
     dev = distributed.local_device(resolve_device(device))
     distributed.setup(dev)  # under torchrun: join the other processes (nothing happens in one process)
     out = check_run_folder(out, resume)
+    with hold(out):  # one writer per run folder; taken before anything is written into it
+        check_run_folder(out, resume)  # again, under the lock: another process may have written meanwhile
+        return _train(fam, config, out, resume, dev, progress, iwae_k, eval_seed)
+
+
+def _train(fam: Family, config: dict, out: Path, resume: bool, dev: torch.device, progress: bool,
+           iwae_k: int | None, eval_seed: int) -> dict:
+    """:func:`train_run` once the folder is checked and locked."""
     dataset = fam.load_data(config["data"])
     torch.manual_seed(config["seed"])  # network initialisation is part of the seeded run
     parts = fam.build(config, dataset)
@@ -203,16 +214,19 @@ def load_run(run_dir, device: str = "auto"):
 
 def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Recompute the run's metrics from its checkpoint (seeded by ``seed``) and merge them
-    into metrics.json (under torchrun the processes share the evaluation; rank 0 writes)."""
+    into metrics.json (under torchrun the processes share the evaluation; rank 0 writes),
+    with the run folder locked (:mod:`.lock`)."""
     dev = distributed.local_device(resolve_device(device))
     distributed.setup(dev)
-    run = open_run(run_dir, dev)
+    read_config(run_dir)  # a ppgen run (no lock file is put into other folders)
     path = check_writable(run_dir) / "metrics.json"  # before the computing
-    old = read_json(path) if path.exists() else {}
-    metrics = {**old, **evaluate_run(run.family, run.parts, run.dataset, run.config, iwae_k, seed, progress),
-               "device": str(dev)}
-    if distributed.is_main():
-        write_json(path, metrics)
+    with hold(run_dir):
+        run = open_run(run_dir, dev)
+        old = read_json(path) if path.exists() else {}
+        metrics = {**old, **evaluate_run(run.family, run.parts, run.dataset, run.config, iwae_k, seed, progress),
+                   "device": str(dev)}
+        if distributed.is_main():
+            write_json(path, metrics)
     return metrics
 
 

@@ -1,0 +1,133 @@
+"""One writer per run folder (ppgen.runs.lock; issue 20, point 1): a second process that would
+write into a run folder in use is refused with one line naming the holder and changes nothing.
+
+The concurrent cases run ``python -m ppgen`` in subprocesses, as a user would."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppgen import cli
+from ppgen.infer.checkpoint import load_checkpoint
+from ppgen.runs import lock
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+PPGEN = [sys.executable, "-m", "ppgen"]
+TINY = ["--epochs", "2", "--hidden", "8", "--z-dim", "2", "--iwae-k", "5", "--quiet", "--device", "cpu"]
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    """``ppgen ARGS`` in-process: (exit status, stderr)."""
+    code = cli.main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def one_line(code, err, message, status=2):
+    assert code == status, err
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def files_of(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != lock.LOCK_NAME}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert cli.main(["train", "vae", "--data", "digits", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+# -- one writer per run folder ---------------------------------------------------------------------
+
+def test_two_trainings_into_one_new_folder_leave_one_run(tmp_path):
+    out = tmp_path / "run"
+    procs = {seed: subprocess.Popen([*PPGEN, "train", "vae", *TINY, "--seed", str(seed), "--out", str(out)], env=ENV,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)}
+    results = {seed: (p.wait(timeout=300), *p.communicate()) for seed, p in procs.items()}
+    codes = sorted(code for code, _, _ in results.values())
+    assert codes == [0, 2], results
+    winner = next(seed for seed, (code, _, _) in results.items() if code == 0)
+    _, _, err = next(r for r in results.values() if r[0] == 2)
+    one_line(2, err, f"ppgen train: error: run folder {out} is in use by process ")
+    assert f"(ppgen train vae" in err and f"--seed {winner}" in err, err
+    # the folder holds one run: the winner's
+    assert json.loads((out / "config.json").read_text())["seed"] == winner
+    assert load_checkpoint(out / "checkpoint.pt")["config"]["seed"] == winner
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_held_lock_refuses_train_eval_report_and_resume_and_nothing_changes(tiny_run, tmp_path, capsys):
+    before = files_of(tiny_run)
+    with lock.hold(tiny_run):
+        line = f"run folder {tiny_run} is in use by process {os.getpid()}"
+        one_line(*run(capsys, "eval", tiny_run, "--iwae-k", "5", "--device", "cpu"), line)
+        one_line(*run(capsys, "train", "vae", *TINY, "--epochs", "3", "--out", tiny_run, "--resume"), line)
+        one_line(*run(capsys, "report", tiny_run, "--max-obs", "5"), line)
+        one_line(*run(capsys, "sample", tiny_run, "-n", "4", "--out", tiny_run / "s.png"), line)
+        # reading a run is not writing into it: sampling into another folder goes on
+        code, err = run(capsys, "sample", tiny_run, "-n", "4", "--out", tmp_path / "s.png")
+        assert code == 0, err
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        with lock.hold(fresh):
+            one_line(*run(capsys, "train", "vae", *TINY, "--out", fresh), f"run folder {fresh} is in use by process")
+        assert [p.name for p in fresh.iterdir()] == [lock.LOCK_NAME]  # no config.json, nothing else
+    assert files_of(tiny_run) == before
+    assert (tiny_run / lock.LOCK_NAME).read_text() == ""  # released: it names no one
+
+
+def test_the_lock_names_its_holder_across_processes(tiny_run):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ppgen.runs import lock\n"
+                               f"with lock.hold({str(tiny_run)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        evaluated = subprocess.run([*PPGEN, "eval", str(tiny_run), "--iwae-k", "5", "--device", "cpu"], env=ENV,
+                                   capture_output=True, text=True, timeout=300)
+        one_line(evaluated.returncode, evaluated.stderr, f"is in use by process {holder.pid} (python -c)")
+    finally:
+        holder.kill()
+        holder.wait()
+    # a killed holder leaves its file, which blocks nothing: the lock, not the file, counts
+    assert str(holder.pid) in (tiny_run / lock.LOCK_NAME).read_text()
+    with lock.hold(tiny_run):
+        pass
+
+
+def test_under_torchrun_rank_0_holds_the_lock_and_says_so_once(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "ppgen",
+               "train", "vae", *TINY, "--out", str(out)]
+    with lock.hold(out):
+        refused = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    said = [line for line in refused.stderr.splitlines() if "ppgen train:" in line]
+    assert said == [f"[rank 0] ppgen train: error: run folder {out} is in use by process {os.getpid()} "
+                    f"({lock.command_line()}); wait for it to end or choose another folder"], refused.stderr[-3000:]
+    assert [p.name for p in out.iterdir()] == [lock.LOCK_NAME]
+
+
+def test_a_stale_lock_file_does_not_block(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / lock.LOCK_NAME).write_text("999999\nppgen train vae --out run\n")  # its process is gone
+    code, err = run(capsys, "train", "vae", *TINY, "--epochs", "1", "--out", out)
+    assert code == 0, err
+    assert (out / "metrics.json").is_file()
+
+
+def test_a_folder_that_cannot_take_the_lock_file_is_named(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lock.os, "open", refuse)
+    with pytest.raises(PermissionError, match=f"cannot write to {tmp_path}"):
+        with lock.hold(tmp_path):
+            pass
