@@ -4,15 +4,17 @@ Choices are read from the registries, so ``--help`` always lists what exists. Ev
 prints one line that names the problem and exits non-zero: status 2 for errors a user can fix
 (unknown names, missing or broken files, incompatible choices, bad data, folders that cannot
 be written, a run folder in use by another process), 1 for anything unexpected, 130 for
-Ctrl-C (which says where the last checkpoint is and how to resume). ``--debug`` or
-``PPGEN_DEBUG=1`` shows the traceback instead. A command that writes into a run folder holds
-its lock (:mod:`ppgen.runs.lock`) while it runs.
+Ctrl-C and 143 for SIGTERM (what schedulers and container runtimes send), both of which say
+where the last checkpoint is and how to resume. ``--debug`` or ``PPGEN_DEBUG=1`` shows the
+traceback instead. A command that writes into a run folder holds its lock
+(:mod:`ppgen.runs.lock`) while it runs.
 
 Under torchrun (``torchrun --nproc-per-node=N -m ppgen train ...``) every process runs the
 command (:mod:`ppgen.infer.distributed`); rank 0 prints the metrics. A failure that stops
 every process alike (a non-finite loss anywhere) is reported once, by rank 0; an error of one
 process names its rank; when torchrun stops the processes because one of them died (SIGTERM),
-or a process loses its peers, each says where the last checkpoint is and how to resume.
+or a process loses its peers, each says where the last checkpoint is and how to resume (a
+SIGTERM, which torchrun also forwards when it is itself stopped, is reported once, by rank 0).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -323,26 +326,38 @@ def interrupted(args, argv: list[str], what: str = "interrupted") -> str:
     if not checkpoint.is_file():
         return f"{what} before the first checkpoint; nothing to resume"
     state = load_checkpoint(checkpoint)
-    if state.get("finished") or state["epoch"] >= state["config"]["epochs"]:
-        return (f"{what} after training finished (epoch {state['epoch']}, checkpoint {checkpoint}); "
-                f"compute the metrics with: ppgen eval {shlex.quote(str(args.out))}")
     again = argv if "--resume" in argv else [*argv, "--resume"]
     launcher = (f"torchrun --nproc-per-node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])} -m "
                 if distributed.launched() else "")
+    if state.get("finished") or state["epoch"] >= state["config"]["epochs"]:
+        return (f"{what} after training finished (epoch {state['epoch']}, checkpoint {checkpoint}); "
+                f"finish the evaluation with: {launcher}ppgen {shlex.join(again)}")
     return (f"{what}; the last checkpoint is {checkpoint} (epoch {state['epoch']} of "
             f"{state['config']['epochs']}); resume with: {launcher}ppgen {shlex.join(again)}")
 
 
-def _stopped(signum, frame):
-    """SIGTERM under torchrun: the launcher stops every process when one of them has died."""
-    raise KeyboardInterrupt
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: a scheduler, a container runtime or torchrun stops the process. A kind of
+    KeyboardInterrupt, so that it unwinds exactly as Ctrl-C does (the checkpoint on disk is
+    always whole: it is replaced atomically) and says the same; the exit status is 143."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
 
 
 def _settle() -> None:
-    """The command is ending: under torchrun, the launcher's SIGTERM (sent once any process has
-    failed) must not cut short the one line that says why."""
-    if distributed.launched():
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The command is ending: a further SIGTERM (torchrun's, sent once any process has failed,
+    or a scheduler's second) must not cut short the one line that says why."""
+    _on_sigterm(signal.SIG_IGN)
+
+
+def _on_sigterm(handler):
+    """Set the SIGTERM handler (Python allows it in the main thread only: ``main`` called from
+    another thread leaves signals alone); return the one it replaces."""
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, handler)
+    return None
 
 
 def _rank_prefix() -> str:
@@ -357,17 +372,23 @@ def main(argv=None) -> int:
     # arithmetic is several times slower (BENCHMARKS.md, JSB Chorales); this process
     # is ours, so flush subnormals to zero (where the CPU supports it).
     torch.set_flush_denormal(True)
-    if distributed.launched():
-        signal.signal(signal.SIGTERM, _stopped)
+    previous = _on_sigterm(_terminated)  # SIGTERM ends a command as Ctrl-C does (exit status 143)
     try:
         HANDLERS[args.command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         _settle()
         if debug:
             raise
-        what = "stopped by the launcher (another process of the run failed)" if distributed.launched() else "interrupted"
+        terminated = isinstance(e, Terminated)
+        if terminated and distributed.launched():
+            # torchrun sends SIGTERM to every process (another one failed, or torchrun was stopped): rank 0 says it
+            if os.environ.get("RANK", "0") != "0":
+                return 143
+            what = "stopped by SIGTERM from the launcher (another process of the run failed, or the launcher was stopped)"
+        else:
+            what = "stopped by SIGTERM" if terminated else "interrupted"
         print(f"{_rank_prefix()}ppgen {args.command}: {interrupted(args, argv, what)}", file=sys.stderr)
-        return 130
+        return 143 if terminated else 130
     except Exception as e:  # noqa: BLE001 - every failure ends as one line; --debug shows the traceback
         _settle()
         if debug:
@@ -384,6 +405,8 @@ def main(argv=None) -> int:
         return 2 if isinstance(e, USER_ERRORS) else 1
     finally:
         distributed.shutdown()
+        if previous is not None:  # main() called in-process (tests, notebooks) leaves the caller's handler
+            _on_sigterm(previous)
     return 0
 
 

@@ -1,11 +1,15 @@
-"""One writer per run folder (ppgen.runs.lock; issue 20, point 1): a second process that would
-write into a run folder in use is refused with one line naming the holder and changes nothing.
+"""One writer per run folder (ppgen.runs.lock) and the signals that end a run (issue 20, points
+1 and 2): a second process that would write into a run folder in use is refused with one line
+naming the holder and changes nothing; SIGTERM ends training as Ctrl-C does (exit 143, the
+resume command); a run killed during its final evaluation is finished by ``--resume``.
 
-The concurrent cases run ``python -m ppgen`` in subprocesses, as a user would."""
+The concurrent and signal cases run ``python -m ppgen`` in subprocesses, as a user would."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +135,73 @@ def test_a_folder_that_cannot_take_the_lock_file_is_named(tmp_path, monkeypatch)
     with pytest.raises(PermissionError, match=f"cannot write to {tmp_path}"):
         with lock.hold(tmp_path):
             pass
+
+
+# -- signals -----------------------------------------------------------------------------------------
+
+def test_sigterm_ends_training_like_ctrl_c(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "vae", "--data", "digits", "--epochs", "1000", "--hidden", "8", "--z-dim", "2", "--quiet",
+            "--device", "cpu", "--out", str(out)]
+    proc = subprocess.Popen([*PPGEN, *args], env=ENV, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("ppgen train: stopped by SIGTERM; ") and f"the last checkpoint is {out / 'checkpoint.pt'}" in err
+    assert err.strip().endswith("resume with: ppgen " + " ".join(args) + " --resume"), err
+    state = load_checkpoint(out / "checkpoint.pt")  # intact
+    assert 1 <= state["epoch"] < 1000
+    assert (out / lock.LOCK_NAME).read_text() == ""  # the lock was let go
+
+
+def test_sigterm_to_torchrun_is_said_once_with_the_resume_command(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "vae", "--epochs", "1000", "--hidden", "8", "--z-dim", "2", "--quiet", "--device", "cpu",
+            "--out", str(out)]
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                                 "-m", "ppgen", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists() and time.time() < deadline and launcher.poll() is None:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        launcher.send_signal(signal.SIGTERM)  # torchrun passes it on to every process
+        _, err = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    said = [line for line in err.splitlines() if "ppgen train:" in line]
+    assert len(said) == 1 and said[0].startswith("[rank 0] ppgen train: stopped by SIGTERM"), err[-3000:]
+    assert said[0].endswith("resume with: torchrun --nproc-per-node=2 -m ppgen " + " ".join(args) + " --resume")
+    assert "Traceback" not in err.split("ppgen train:")[0], err[-3000:]
+    assert 1 <= load_checkpoint(out / "checkpoint.pt")["epoch"] < 1000
+
+
+def test_resume_finishes_an_evaluation_that_was_cut_short(tiny_run, capsys):
+    before = json.loads((tiny_run / "metrics.json").read_text())
+    checkpoint = (tiny_run / "checkpoint.pt").read_bytes()
+    (tiny_run / "metrics.json").unlink()  # as SIGKILL during the final evaluation leaves it
+    code = cli.main(["train", "vae", "--data", "digits", *map(str, TINY), "--out", str(tiny_run), "--resume"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "training of" in captured.err and "finished (all 2 epochs, epoch 2)" in captured.err
+    assert "finishing the evaluation" in captured.err
+    after = json.loads((tiny_run / "metrics.json").read_text())
+    timing = ("eval_seconds", "train_seconds")
+    assert {k: v for k, v in after.items() if k not in timing} == {k: v for k, v in before.items() if k not in timing}
+    assert (tiny_run / "checkpoint.pt").read_bytes() == checkpoint  # not trained again
+    # with metrics.json there, the run is finished and says so, as before
+    code, err = run(capsys, "train", "vae", "--data", "digits", *TINY, "--out", tiny_run, "--resume")
+    one_line(code, err, "the run is finished: it trained 2 of 2 epochs")
+
+
+def test_a_stop_during_the_final_evaluation_names_the_command_that_finishes_it(tiny_run):
+    args = cli.build_parser().parse_args(["train", "vae", *TINY, "--out", str(tiny_run)])
+    said = cli.interrupted(args, ["train", "vae", *TINY, "--out", str(tiny_run)], "stopped by SIGTERM")
+    assert said.startswith("stopped by SIGTERM after training finished (epoch 2")
+    assert said.endswith(f"finish the evaluation with: ppgen train vae {' '.join(TINY)} --out {tiny_run} --resume")

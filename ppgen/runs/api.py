@@ -13,6 +13,7 @@ config.json, the checkpoint, metrics.json and the figures.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +26,7 @@ from ..guides import check_sites
 from ..infer import distributed
 from ..infer.checkpoint import load_checkpoint
 from ..infer.loop import seed_all
+from ..infer.resume import RunFinishedError, check_epochs_left, check_settings
 from ..nn.device import resolve_device
 from .families import family
 from .family import Family, guide_name, on_device
@@ -68,7 +70,10 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
 
 def _train(fam: Family, config: dict, out: Path, resume: bool, dev: torch.device, progress: bool,
            iwae_k: int | None, eval_seed: int) -> dict:
-    """:func:`train_run` once the folder is checked and locked."""
+    """:func:`train_run` once the folder is checked and locked. A resumed run whose training
+    finished (all its epochs, or stopped early) but whose final evaluation was cut short (no
+    metrics.json: killed or stopped during it) is not trained again: it is evaluated from
+    its checkpoint, as the uninterrupted run would have been."""
     dataset = fam.load_data(config["data"])
     torch.manual_seed(config["seed"])  # network initialisation is part of the seeded run
     parts = fam.build(config, dataset)
@@ -78,13 +83,23 @@ def _train(fam: Family, config: dict, out: Path, resume: bool, dev: torch.device
         config["guide"] = config["guide"] or guide_name(parts["guide"])
     if "likelihood" in config:
         config["likelihood"] = parts["model"].likelihood.name
-    if resume:
+    finished = _finished_unevaluated(out, config) if resume else None
+    if resume and finished is None:
         check_resume(out, config)
     distributed.barrier()  # every process has checked the folder before rank 0 writes into it
-    if distributed.is_main():
-        write_json(out / "config.json", config)
-    history = fam.train(parts, dataset, config, checkpoint=out / "checkpoint.pt", resume=resume, device=dev,
-                        progress=progress)
+    if finished is not None:
+        if distributed.is_main():
+            done = finished["epoch"]
+            how = "stopped early" if finished.get("finished") else f"all {done} epochs"
+            print(f"note: training of {out} finished ({how}, epoch {done}) but its evaluation did not; finishing "
+                  "the evaluation", file=sys.stderr)
+        _load_trained(parts, dataset, dev, finished)
+        history = finished["history"]
+    else:
+        if distributed.is_main():
+            write_json(out / "config.json", config)
+        history = fam.train(parts, dataset, config, checkpoint=out / "checkpoint.pt", resume=resume, device=dev,
+                            progress=progress)
     dataset = on_device(dataset, dev)
     _eval_mode(parts)
     metrics = {
@@ -103,6 +118,21 @@ def _train(fam: Family, config: dict, out: Path, resume: bool, dev: torch.device
         fam.figures(parts, dataset, config, out)
     distributed.barrier()  # the run directory is complete when any process returns
     return metrics
+
+
+def _finished_unevaluated(out: Path, config: dict) -> dict | None:
+    """The checkpoint of the run in ``out`` when it has nothing left to train for
+    ``config["epochs"]`` yet no metrics.json (its final evaluation was cut short); None
+    otherwise (the usual resume checks then apply). The settings must still match."""
+    if (out / "metrics.json").exists():
+        return None
+    state = load_checkpoint(out / "checkpoint.pt")
+    try:
+        check_epochs_left(state, config["epochs"])
+    except RunFinishedError:
+        check_settings(read_config(out), config)
+        return state
+    return None
 
 
 def evaluate_run(fam: Family, parts: dict, dataset, config: dict, k: int, seed: int = 0,
@@ -191,17 +221,22 @@ def open_run(run_dir, device: str = "auto") -> Run:
     dataset = fam.load_data(config["data"])
     parts = fam.build(config, dataset)
     dev = resolve_device(device)
+    _load_trained(parts, dataset, dev, load_checkpoint(run_dir / "checkpoint.pt"))
+    _eval_mode(parts)
+    return Run(fam, parts, on_device(dataset, dev), config)
+
+
+def _load_trained(parts: dict, dataset, dev: torch.device, state: dict) -> None:
+    """The checkpoint ``state``'s weights in ``parts`` (on ``dev``): the best-validation
+    weights where early stopping kept them, as training returns them."""
     for part in parts.values():
         part.to(dev)
     if "guide" in parts:  # a Pyro pair's lazily built guide parameters must exist before loading
         train = dataset.train if isinstance(dataset.train, tuple) else (dataset.train,)
         check_sites(parts["model"], parts["guide"], *(t[:2].to(dev) for t in train))
-    state = load_checkpoint(run_dir / "checkpoint.pt")
     weights = state["best"] if state.get("best") else state
     for name, part in parts.items():
         part.load_state_dict(weights[name])
-    _eval_mode(parts)
-    return Run(fam, parts, on_device(dataset, dev), config)
 
 
 def load_run(run_dir, device: str = "auto"):
