@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ppgen import cli
-from ppgen.infer.checkpoint import load_checkpoint
+from ppgen.infer.checkpoint import load_checkpoint, save_atomic
 from ppgen.runs import lock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,6 +198,21 @@ def test_resume_finishes_an_evaluation_that_was_cut_short(tiny_run, capsys):
     # with metrics.json there, the run is finished and says so, as before
     code, err = run(capsys, "train", "vae", "--data", "digits", *TINY, "--out", tiny_run, "--resume")
     one_line(code, err, "the run is finished: it trained 2 of 2 epochs")
+
+
+def test_resume_finishes_the_evaluation_of_an_early_stopped_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "vae", *TINY, "--out", str(out)]) == 0
+    state = load_checkpoint(out / "checkpoint.pt")
+    save_atomic(out / "checkpoint.pt", {**state, "finished": True})  # as a run that stopped early at epoch 2
+    (out / "metrics.json").unlink()
+    capsys.readouterr()
+    code = cli.main(["train", "vae", *TINY, "--epochs", "50", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "finished (stopped early, epoch 2) but its evaluation did not; finishing the evaluation" in err
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
 
 
 def test_a_stop_during_the_final_evaluation_names_the_command_that_finishes_it(tiny_run):
