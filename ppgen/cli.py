@@ -3,23 +3,29 @@
 Choices are read from the registries, so ``--help`` always lists what exists. Every failure
 prints one line that names the problem and exits non-zero: status 2 for errors a user can fix
 (unknown names, missing or broken files, incompatible choices, bad data, folders that cannot
-be written), 1 for anything unexpected, 130 for Ctrl-C (which says where the last checkpoint
-is and how to resume). ``--debug`` or ``PPGEN_DEBUG=1`` shows the traceback instead.
+be written, a run folder in use by another process), 1 for anything unexpected, 130 for
+Ctrl-C and 143 for SIGTERM (what schedulers and container runtimes send), both of which say
+where the last checkpoint is and how to resume. ``--debug`` or ``PPGEN_DEBUG=1`` shows the
+traceback instead. A command that writes into a run folder holds its lock
+(:mod:`ppgen.runs.lock`) while it runs.
 
 Under torchrun (``torchrun --nproc-per-node=N -m ppgen train ...``) every process runs the
 command (:mod:`ppgen.infer.distributed`); rank 0 prints the metrics. A failure that stops
 every process alike (a non-finite loss anywhere) is reported once, by rank 0; an error of one
 process names its rank; when torchrun stops the processes because one of them died (SIGTERM),
-or a process loses its peers, each says where the last checkpoint is and how to resume.
+or a process loses its peers, each says where the last checkpoint is and how to resume (a
+SIGTERM, which torchrun also forwards when it is itself stopped, is reported once, by rank 0).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -32,6 +38,7 @@ from .infer.objectives import ELBOS
 from .infer.precision import PRECISIONS
 from .runs import FAMILIES
 from .runs.files import check_output_file
+from .runs.lock import RunFolderInUse, hold
 
 
 def _registries() -> str:
@@ -223,9 +230,19 @@ def cmd_sample(args) -> None:
 
     check_output_file(args.out)
     torch.manual_seed(args.seed)
-    run = open_run(args.run_dir, args.device)
-    for path in run.family.sample(run.parts, args.n, args.out, run.dataset, run.config, args.length):
-        print(f"wrote {path}")
+    with _writing_into(args.run_dir, args.out):
+        run = open_run(args.run_dir, args.device)
+        for path in run.family.sample(run.parts, args.n, args.out, run.dataset, run.config, args.length):
+            print(f"wrote {path}")
+
+
+def _writing_into(run_dir, out):
+    """The run folder's lock (:mod:`ppgen.runs.lock`) when ``out`` lies inside it; otherwise
+    nothing: a command that only reads a run reads files that are replaced atomically, so it
+    may look at a run while it trains."""
+    run_dir = Path(run_dir)
+    inside = run_dir.is_dir() and Path(out).resolve().is_relative_to(run_dir.resolve())
+    return hold(run_dir) if inside else contextlib.nullcontext()
 
 
 def cmd_continue(args) -> None:
@@ -233,11 +250,12 @@ def cmd_continue(args) -> None:
 
     check_output_file(args.out)
     torch.manual_seed(args.seed)
-    run = open_run(args.run_dir, args.device)
-    if run.family.continue_run is None:
-        raise ValueError(f"'continue' needs a sequence model; {run.config['model']!r} is not one")
-    result = run.family.continue_run(run.parts, run.dataset, args.prefix, args.steps, args.n, args.out,
-                                     piece=args.piece, k=args.iwae_k)
+    with _writing_into(args.run_dir, args.out):
+        run = open_run(args.run_dir, args.device)
+        if run.family.continue_run is None:
+            raise ValueError(f"'continue' needs a sequence model; {run.config['model']!r} is not one")
+        result = run.family.continue_run(run.parts, run.dataset, args.prefix, args.steps, args.n, args.out,
+                                         piece=args.piece, k=args.iwae_k)
     for key, value in result.items():
         if key != "midi":
             print(f"{key}: {value}")
@@ -308,26 +326,38 @@ def interrupted(args, argv: list[str], what: str = "interrupted") -> str:
     if not checkpoint.is_file():
         return f"{what} before the first checkpoint; nothing to resume"
     state = load_checkpoint(checkpoint)
-    if state.get("finished") or state["epoch"] >= state["config"]["epochs"]:
-        return (f"{what} after training finished (epoch {state['epoch']}, checkpoint {checkpoint}); "
-                f"compute the metrics with: ppgen eval {shlex.quote(str(args.out))}")
     again = argv if "--resume" in argv else [*argv, "--resume"]
     launcher = (f"torchrun --nproc-per-node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])} -m "
                 if distributed.launched() else "")
+    if state.get("finished") or state["epoch"] >= state["config"]["epochs"]:
+        return (f"{what} after training finished (epoch {state['epoch']}, checkpoint {checkpoint}); "
+                f"finish the evaluation with: {launcher}ppgen {shlex.join(again)}")
     return (f"{what}; the last checkpoint is {checkpoint} (epoch {state['epoch']} of "
             f"{state['config']['epochs']}); resume with: {launcher}ppgen {shlex.join(again)}")
 
 
-def _stopped(signum, frame):
-    """SIGTERM under torchrun: the launcher stops every process when one of them has died."""
-    raise KeyboardInterrupt
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: a scheduler, a container runtime or torchrun stops the process. A kind of
+    KeyboardInterrupt, so that it unwinds exactly as Ctrl-C does (the checkpoint on disk is
+    always whole: it is replaced atomically) and says the same; the exit status is 143."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
 
 
 def _settle() -> None:
-    """The command is ending: under torchrun, the launcher's SIGTERM (sent once any process has
-    failed) must not cut short the one line that says why."""
-    if distributed.launched():
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The command is ending: a further SIGTERM (torchrun's, sent once any process has failed,
+    or a scheduler's second) must not cut short the one line that says why."""
+    _on_sigterm(signal.SIG_IGN)
+
+
+def _on_sigterm(handler):
+    """Set the SIGTERM handler (Python allows it in the main thread only: ``main`` called from
+    another thread leaves signals alone); return the one it replaces."""
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, handler)
+    return None
 
 
 def _rank_prefix() -> str:
@@ -342,17 +372,23 @@ def main(argv=None) -> int:
     # arithmetic is several times slower (BENCHMARKS.md, JSB Chorales); this process
     # is ours, so flush subnormals to zero (where the CPU supports it).
     torch.set_flush_denormal(True)
-    if distributed.launched():
-        signal.signal(signal.SIGTERM, _stopped)
+    previous = _on_sigterm(_terminated)  # SIGTERM ends a command as Ctrl-C does (exit status 143)
     try:
         HANDLERS[args.command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         _settle()
         if debug:
             raise
-        what = "stopped by the launcher (another process of the run failed)" if distributed.launched() else "interrupted"
+        terminated = isinstance(e, Terminated)
+        if terminated and distributed.launched():
+            # torchrun sends SIGTERM to every process (another one failed, or torchrun was stopped): rank 0 says it
+            if os.environ.get("RANK", "0") != "0":
+                return 143
+            what = "stopped by SIGTERM from the launcher (another process of the run failed, or the launcher was stopped)"
+        else:
+            what = "stopped by SIGTERM" if terminated else "interrupted"
         print(f"{_rank_prefix()}ppgen {args.command}: {interrupted(args, argv, what)}", file=sys.stderr)
-        return 130
+        return 143 if terminated else 130
     except Exception as e:  # noqa: BLE001 - every failure ends as one line; --debug shows the traceback
         _settle()
         if debug:
@@ -362,12 +398,15 @@ def main(argv=None) -> int:
             print(f"{_rank_prefix()}ppgen {args.command}: "
                   f"{interrupted(args, argv, f'lost another process of the run ({cause})')}", file=sys.stderr)
             return 1
-        if not (isinstance(e, NonFiniteLossError) and distributed.active() and not distributed.is_main()):
-            # a non-finite loss stops every process alike: rank 0 says so for all
+        if not (isinstance(e, (NonFiniteLossError, RunFolderInUse)) and distributed.active()
+                and not distributed.is_main()):
+            # a non-finite loss or a run folder in use stops every process alike: rank 0 says so for all
             print(f"{_rank_prefix()}ppgen {args.command}: error: {describe(e)}", file=sys.stderr)
         return 2 if isinstance(e, USER_ERRORS) else 1
     finally:
         distributed.shutdown()
+        if previous is not None:  # main() called in-process (tests, notebooks) leaves the caller's handler
+            _on_sigterm(previous)
     return 0
 
 

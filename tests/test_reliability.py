@@ -38,7 +38,9 @@ def one_line(code, err, message, status=2):
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()}
+    """The run's files, byte for byte (not the lock file: each command takes the lock, tests/test_run_lock.py)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != ".lock"}
 
 
 @pytest.fixture(scope="module")

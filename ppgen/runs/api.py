@@ -13,6 +13,7 @@ config.json, the checkpoint, metrics.json and the figures.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -25,10 +26,12 @@ from ..guides import check_sites
 from ..infer import distributed
 from ..infer.checkpoint import load_checkpoint
 from ..infer.loop import seed_all
+from ..infer.resume import RunFinishedError, check_epochs_left, check_settings
 from ..nn.device import resolve_device
 from .families import family
 from .family import Family, guide_name, on_device
 from .files import check_resume, check_run_folder, check_writable, read_config, read_json, write_json
+from .lock import hold
 
 #: config settings that metrics.json repeats, where the family has them
 REPORTED = ("model", "prior", "guide", "elbo", "data", "task", "adversarial_weight", "feature_weight")
@@ -50,14 +53,27 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
 
     Everything that can be checked is checked before any training: the settings (options the
     family does not take are refused), the output folder (new, empty or this run with
-    ``resume``; writable), and on resume the saved settings and the epochs left. ``iwae_k``:
-    importance draws of the final evaluation (default: the family's ``train_iwae_k``)."""
+    ``resume``; writable), and on resume the saved settings and the epochs left. The folder
+    is locked (:mod:`.lock`) while the run is written: a second process that trains or
+    resumes into it is refused at once. ``iwae_k``: importance draws of the final evaluation
+    (default: the family's ``train_iwae_k``)."""
     fam = family(config["model"])
     config = fam.settings(config)
     config["data"] = data_mod.resolve_spec(config["data"])
     dev = distributed.local_device(resolve_device(device))
     distributed.setup(dev)  # under torchrun: join the other processes (nothing happens in one process)
     out = check_run_folder(out, resume)
+    with hold(out):  # one writer per run folder; taken before anything is written into it
+        check_run_folder(out, resume)  # again, under the lock: another process may have written meanwhile
+        return _train(fam, config, out, resume, dev, progress, iwae_k, eval_seed)
+
+
+def _train(fam: Family, config: dict, out: Path, resume: bool, dev: torch.device, progress: bool,
+           iwae_k: int | None, eval_seed: int) -> dict:
+    """:func:`train_run` once the folder is checked and locked. A resumed run whose training
+    finished (all its epochs, or stopped early) but whose final evaluation was cut short (no
+    metrics.json: killed or stopped during it) is not trained again: it is evaluated from
+    its checkpoint, as the uninterrupted run would have been."""
     dataset = fam.load_data(config["data"])
     torch.manual_seed(config["seed"])  # network initialisation is part of the seeded run
     parts = fam.build(config, dataset)
@@ -67,13 +83,23 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
         config["guide"] = config["guide"] or guide_name(parts["guide"])
     if "likelihood" in config:
         config["likelihood"] = parts["model"].likelihood.name
-    if resume:
+    finished = _finished_unevaluated(out, config) if resume else None
+    if resume and finished is None:
         check_resume(out, config)
     distributed.barrier()  # every process has checked the folder before rank 0 writes into it
-    if distributed.is_main():
-        write_json(out / "config.json", config)
-    history = fam.train(parts, dataset, config, checkpoint=out / "checkpoint.pt", resume=resume, device=dev,
-                        progress=progress)
+    if finished is not None:
+        if distributed.is_main():
+            done = finished["epoch"]
+            how = "stopped early" if finished.get("finished") else f"all {done} epochs"
+            print(f"note: training of {out} finished ({how}, epoch {done}) but its evaluation did not; finishing "
+                  "the evaluation", file=sys.stderr)
+        _load_trained(parts, dataset, dev, finished)
+        history = finished["history"]
+    else:
+        if distributed.is_main():
+            write_json(out / "config.json", config)
+        history = fam.train(parts, dataset, config, checkpoint=out / "checkpoint.pt", resume=resume, device=dev,
+                            progress=progress)
     dataset = on_device(dataset, dev)
     _eval_mode(parts)
     metrics = {
@@ -92,6 +118,21 @@ def train_run(config: dict, out, *, resume: bool = False, device: str = "auto", 
         fam.figures(parts, dataset, config, out)
     distributed.barrier()  # the run directory is complete when any process returns
     return metrics
+
+
+def _finished_unevaluated(out: Path, config: dict) -> dict | None:
+    """The checkpoint of the run in ``out`` when it has nothing left to train for
+    ``config["epochs"]`` yet no metrics.json (its final evaluation was cut short); None
+    otherwise (the usual resume checks then apply). The settings must still match."""
+    if (out / "metrics.json").exists():
+        return None
+    state = load_checkpoint(out / "checkpoint.pt")
+    try:
+        check_epochs_left(state, config["epochs"])
+    except RunFinishedError:
+        check_settings(read_config(out), config)
+        return state
+    return None
 
 
 def evaluate_run(fam: Family, parts: dict, dataset, config: dict, k: int, seed: int = 0,
@@ -180,17 +221,22 @@ def open_run(run_dir, device: str = "auto") -> Run:
     dataset = fam.load_data(config["data"])
     parts = fam.build(config, dataset)
     dev = resolve_device(device)
+    _load_trained(parts, dataset, dev, load_checkpoint(run_dir / "checkpoint.pt"))
+    _eval_mode(parts)
+    return Run(fam, parts, on_device(dataset, dev), config)
+
+
+def _load_trained(parts: dict, dataset, dev: torch.device, state: dict) -> None:
+    """The checkpoint ``state``'s weights in ``parts`` (on ``dev``): the best-validation
+    weights where early stopping kept them, as training returns them."""
     for part in parts.values():
         part.to(dev)
     if "guide" in parts:  # a Pyro pair's lazily built guide parameters must exist before loading
         train = dataset.train if isinstance(dataset.train, tuple) else (dataset.train,)
         check_sites(parts["model"], parts["guide"], *(t[:2].to(dev) for t in train))
-    state = load_checkpoint(run_dir / "checkpoint.pt")
     weights = state["best"] if state.get("best") else state
     for name, part in parts.items():
         part.load_state_dict(weights[name])
-    _eval_mode(parts)
-    return Run(fam, parts, on_device(dataset, dev), config)
 
 
 def load_run(run_dir, device: str = "auto"):
@@ -203,16 +249,19 @@ def load_run(run_dir, device: str = "auto"):
 
 def eval_run(run_dir, device: str = "auto", iwae_k: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Recompute the run's metrics from its checkpoint (seeded by ``seed``) and merge them
-    into metrics.json (under torchrun the processes share the evaluation; rank 0 writes)."""
+    into metrics.json (under torchrun the processes share the evaluation; rank 0 writes),
+    with the run folder locked (:mod:`.lock`)."""
     dev = distributed.local_device(resolve_device(device))
     distributed.setup(dev)
-    run = open_run(run_dir, dev)
+    read_config(run_dir)  # a ppgen run (no lock file is put into other folders)
     path = check_writable(run_dir) / "metrics.json"  # before the computing
-    old = read_json(path) if path.exists() else {}
-    metrics = {**old, **evaluate_run(run.family, run.parts, run.dataset, run.config, iwae_k, seed, progress),
-               "device": str(dev)}
-    if distributed.is_main():
-        write_json(path, metrics)
+    with hold(run_dir):
+        run = open_run(run_dir, dev)
+        old = read_json(path) if path.exists() else {}
+        metrics = {**old, **evaluate_run(run.family, run.parts, run.dataset, run.config, iwae_k, seed, progress),
+                   "device": str(dev)}
+        if distributed.is_main():
+            write_json(path, metrics)
     return metrics
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..infer.checkpoint import atomic_write, load_checkpoint
 from ..infer.resume import check_epochs_left, check_settings
+from .lock import LOCK_NAME
 
 #: what config.json must hold for a folder to be a ppgen run
 RUN_KEYS = ("model", "data")
@@ -80,7 +81,8 @@ def check_run_folder(out, resume: bool) -> Path:
     """Check, before anything is computed or written, that ``out`` may take the run: a new or
     empty folder, or with ``resume`` a ppgen run with a checkpoint (a run's own folder is
     also reused when it holds no checkpoint yet: nothing trained is lost). A run is never
-    started over unasked, and a folder of other files is never written into."""
+    started over unasked, and a folder of other files is never written into (a lock file
+    alone, :mod:`.lock`, left by a process that ended before writing, does not count)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file; --out names the run's folder")
@@ -90,7 +92,7 @@ def check_run_folder(out, resume: bool) -> Path:
                                 "--resume to start one")
     if not resume and has_checkpoint:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if not resume and not has_run and out.is_dir() and any(out.iterdir()):
+    if not resume and not has_run and out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise FileExistsError(f"{out} is not empty and holds no ppgen run; ppgen writes only into a new or empty "
                               "folder (or one of its runs): choose another --out")
     return check_writable(out)

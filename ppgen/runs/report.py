@@ -11,6 +11,7 @@ from ..diagnostics.report import IMPORTANCE_DRAWS, Report, diagnose, write_repor
 from ..infer.checkpoint import load_checkpoint
 from .api import load_run
 from .files import check_output_file, check_writable, read_json
+from .lock import hold
 from .vae import decoder_of
 
 
@@ -56,6 +57,11 @@ def _run_report(run_dir, num_samples, importance_samples, max_obs, device, seed)
         raise FileNotFoundError(f"{run_dir} is not a run directory (no checkpoint.pt); for a pair you trained "
                                 "yourself call ppgen.report(model, guide, data, out='report.html')")
     check_writable(run_dir)  # before the computing
+    with hold(run_dir):  # one writer per run folder
+        return _locked_run_report(run_dir, num_samples, importance_samples, max_obs, device, seed, start)
+
+
+def _locked_run_report(run_dir, num_samples, importance_samples, max_obs, device, seed, start) -> Report:
     model, guide, dataset, config = load_run(run_dir, device)
     history = load_checkpoint(run_dir / "checkpoint.pt").get("history")
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
