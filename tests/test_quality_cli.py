@@ -143,3 +143,32 @@ def test_help_lists_the_new_models_and_command():
     for flag in ("--width", "--spectral-norm", "--no-spectral-norm", "--gradient-penalty", "--adversarial-weight",
                  "--feature-weight", "--task"):
         assert flag in train_help
+
+
+def test_quality_takes_the_relative_path_the_run_was_trained_on(tmp_path, monkeypatch):
+    from ppgen.data import write_idx
+    from ppgen.runs import compare
+
+    folder = tmp_path / "data" / "idxdir"
+    folder.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, (12, 8, 8)).astype(np.uint8)
+    write_idx(folder / "train-images-idx3-ubyte", images)
+    write_idx(folder / "t10k-images-idx3-ubyte", images[:6])
+    monkeypatch.chdir(tmp_path)
+
+    class Reached(Exception):
+        pass
+
+    def sampled(*args):
+        raise Reached  # past the check of the run's data
+
+    # the run's config.json holds the absolute path (train resolves it)
+    monkeypatch.setattr(compare, "load_run", lambda run_dir, device: (None, None, None, {"data": str(folder)}))
+    monkeypatch.setattr(compare, "unit_samples", sampled)
+    for spec in ("data/idxdir", "./data/../data/idxdir/", str(folder)):
+        with pytest.raises(Reached):
+            compare.compare_runs([tmp_path / "run"], spec)
+    other = tmp_path / "data" / "other"
+    other.symlink_to(folder)  # the same files by another name: abspath keeps the name the user gave
+    with pytest.raises(ValueError, match=f"trained on '{folder}', not '{other}'"):
+        compare.compare_runs([tmp_path / "run"], "data/other")

@@ -5,7 +5,9 @@ suits them). ``load(spec)`` turns a CLI-style string into one: a registry name
 (``digits``), ``name:argument`` (``jsb:PATH``), or a path to IDX / ``.npy`` / ``.npz`` /
 ``.mat`` files; ``stream:PATH`` reads ``.npy`` files larger than memory batch by batch
 (:mod:`ppgen.data.stream`). A bad file raises one ``FileNotFoundError``, ``ValueError`` or ``TypeError``
-that names it (see :mod:`ppgen.data.files`); :func:`resolve_spec` makes a spec location-free.
+that names it (see :mod:`ppgen.data.files`), a FIFO, device or socket is refused before it is
+opened, and an array larger than the memory available before it is read;
+:func:`resolve_spec` makes a spec location-free.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from .arrays import load_numpy
 from .base import Dataset, as_dataset, check_images, check_tensor, model_args
 from .digits import load_digits
+from .files import refuse_special
 from .labels import MISSING, PartiallyLabelled
 from .idx import load_idx, read_idx, write_idx
 from .sprites import load_sprites
@@ -51,6 +54,7 @@ def load(spec: str, **kwargs) -> Dataset:
     if name in DATASETS:
         return DATASETS[name](arg, **kwargs) if arg else DATASETS[name](**kwargs)
     path = Path(spec).expanduser()
+    refuse_special(path)  # a FIFO would block the loader's open()
     if path.exists():
         return FILE_LOADERS.get(path.suffix.lower(), load_idx)(path, **kwargs)
     known = ", ".join(sorted(DATASETS))

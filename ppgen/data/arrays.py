@@ -2,23 +2,28 @@
 (arrays ``train``, ``test`` and optionally ``val``; or a single array, like ``.npy``).
 
 Nothing is ever unpickled: the array header is read first, and an array of Python objects
-(which NumPy stores as a pickle) is refused before its bytes are touched.
+(which NumPy stores as a pickle) is refused before its bytes are touched. The header's shape
+and dtype also say how much memory the array takes: an array (or the arrays of an ``.npz``
+together) larger than the memory available is refused before it is read or decompressed.
 """
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .base import Dataset, as_dataset
-from .files import existing_file, reading
+from .files import check_fits_in_memory, existing_file, reading
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL = b"\x80"  # first byte of a binary pickle (protocol >= 2)
 NPY_HINT = "save a numeric array with numpy.save(path, array)"
 NPZ_HINT = "save numeric arrays with numpy.savez(path, train=..., test=..., val=...)"
+#: What to do with an array larger than memory.
+TOO_BIG_HINT = "save the rows with numpy.save(path, array) and train on --data stream:PATH, which reads them batch by batch"
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -70,18 +75,27 @@ def _read_npy_file(path: Path) -> np.ndarray:
         if present < expected:
             raise ValueError(f"{path} is truncated: its header says shape {tuple(shape)} of {dtype} "
                              f"({expected} bytes) but only {present} bytes follow; write the file again")
+        check_fits_in_memory(expected, f"{path} (shape {tuple(shape)} of {dtype})", TOO_BIG_HINT)
         f.seek(0)
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _read_npz(path: Path) -> dict:
-    """Every array of an .npz archive by name (``x.npy`` -> ``x``), headers checked first."""
+    """Every array of an .npz archive by name (``x.npy`` -> ``x``), every header checked (and
+    the declared sizes against the memory available) before any array is decompressed."""
     arrays = {}
     with zipfile.ZipFile(path) as archive:
-        for member in archive.namelist():
-            name = member.removesuffix(".npy")
+        members = {member.removesuffix(".npy"): member for member in archive.namelist()}
+        total = 0
+        for name, member in members.items():
             with archive.open(member) as f:
-                _read_header(f, f"{path} (array {name!r})")
+                shape, _, dtype = _read_header(f, f"{path} (array {name!r})")
+            nbytes = math.prod(shape) * dtype.itemsize
+            check_fits_in_memory(nbytes, f"{path} (array {name!r}: shape {tuple(shape)} of {dtype})", TOO_BIG_HINT)
+            total += nbytes
+        if len(members) > 1:
+            check_fits_in_memory(total, f"{path} ({len(members)} arrays together)", TOO_BIG_HINT)
+        for name, member in members.items():
             with archive.open(member) as f:
                 arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
     return arrays

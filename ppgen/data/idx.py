@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .base import Dataset, as_dataset, check_tensor
-from .files import existing_file, reading
+from .files import check_fits_in_memory, existing_file, reading, refuse_special
 
 #: What to do when a file is not IDX: the formats ``ppgen.data.load`` reads.
 FORMATS_HINT = ("ppgen reads IDX files (MNIST format, optionally gzipped) or a folder of them, "
@@ -29,17 +30,24 @@ def read_idx(path) -> np.ndarray:
     """Read one IDX file (gzipped or not) into an array of its stored shape and dtype."""
     path = existing_file(path, "IDX file")
     with reading(path, "IDX file", FORMATS_HINT), _open(path) as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        empty = " (the file is empty)" if not raw else f" (bad magic number {raw[:4].hex()})"
-        raise ValueError(f"{path} is not an IDX file{empty}; {FORMATS_HINT}")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    body = raw[4 + 4 * ndim:]
+        raw = f.read(4)
+        if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
+            empty = " (the file is empty)" if not raw else f" (bad magic number {raw[:4].hex()})"
+            raise ValueError(f"{path} is not an IDX file{empty}; {FORMATS_HINT}")
+        ndim = raw[3]
+        dims = f.read(4 * ndim)
+        if len(dims) < 4 * ndim:
+            raise ValueError(f"{path} ends inside its IDX header; the file is truncated: download or write it again")
+        shape = tuple(int.from_bytes(dims[4 * i: 4 + 4 * i], "big") for i in range(ndim))
+        dtype = np.dtype(_DTYPES[raw[2]])
+        expected = math.prod(shape) * dtype.itemsize
+        # the header's size, before a gzipped body is decompressed
+        check_fits_in_memory(expected, f"{path} (shape {shape} of {dtype})",
+                             "IDX files are read whole: save the images with numpy.save and train on --data stream:PATH")
+        body = f.read(expected + 1)  # one byte more: a longer file is damaged too
     if len(body) != expected:
-        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes) but {len(body)} bytes follow; "
+        follow = f"more than {expected}" if len(body) > expected else len(body)
+        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes) but {follow} bytes follow; "
                          "the file is truncated or damaged: download or write it again")
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -83,6 +91,7 @@ def load_idx(path, binarize: bool = True, val_fraction: float = 1 / 6) -> Datase
     by a seeded permutation). ``binarize=True`` thresholds at 128 (Bernoulli likelihood);
     otherwise pixels are scaled to [0, 1] (continuous Bernoulli)."""
     path = Path(path).expanduser()
+    refuse_special(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
     with reading(path, "IDX file", FORMATS_HINT):

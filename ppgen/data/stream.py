@@ -21,6 +21,14 @@ Values are converted to the model's dtype (``torch.get_default_dtype()``) batch 
 images ``[N, H, W]`` or ``[N, C, H, W]`` are flattened to rows (their shape is kept as the
 dataset's ``image_shape``). Non-finite values are found per batch by :func:`check_finite`
 (and at load time in a sample and the held-out splits).
+
+A FIFO, device or socket is refused before it is opened (opening a FIFO waits for a writer).
+A file that shrinks while it is mapped would kill the process with a bus error on the next
+read of a page past its new end (``SIGBUS``, which Python cannot catch), so every read first
+compares the file's size (``fstat`` of the mapped file, one system call per file and batch)
+with the size its header promised, and raises :class:`FileChangedError` instead. (A file cut
+in the instant between that check and the copy can still fault: the check narrows the window,
+only a copy of the data, not a map, could close it.)
 """
 from __future__ import annotations
 
@@ -33,13 +41,18 @@ import torch
 
 from .arrays import NPY_HINT, _read_header
 from .base import Dataset, checked_values, guess_likelihood
-from .files import reading
+from .files import reading, refuse_special
 
 #: The most rows each of the validation and test splits cut from the end of streamed data.
 MAX_HELD_OUT = 10_000
 #: Rows from the start of each split that decide the likelihood (a sample: the whole training
 #: split is never in memory; each batch is then checked against the model's support).
 GUESS_ROWS = 2_000
+
+
+class FileChangedError(ValueError):
+    """A streamed file shrank after it was opened (truncated or rewritten in place): its rows
+    can no longer be read, and mapping past its end would crash the process."""
 
 
 class MappedRows(torch.utils.data.Dataset):
@@ -52,7 +65,7 @@ class MappedRows(torch.utils.data.Dataset):
     page-cache folios around each fault, up to megabytes), and without the release one pass
     over a 4 GB file leaves 4 GB resident. The kernel's page cache keeps what it can, so
     reading again is a page fault, not disk I/O, when the file fits in RAM. The maps are opened lazily in each process, so DataLoader workers open their
-    own.
+    own. Before each read the mapped files' sizes are checked (:meth:`check_unchanged`).
 
     ``shape`` is ``(rows, features)``; ``to(device)`` returns the rows unmoved (they stay on
     disk; a training source moves each batch), so code that moves a dataset's splits works."""
@@ -71,6 +84,8 @@ class MappedRows(torch.utils.data.Dataset):
         self.item_shape = next(iter(trailing))
         self.source_dtype = next(iter(dtypes))
         self._layouts = [(shape[0], offset) for shape, _, offset in headers]
+        #: bytes each file must hold: its header and rows (a shorter file would fault when read)
+        self._needed = [offset + math.prod(shape) * dtype.itemsize for shape, dtype, offset in headers]
         self._starts = np.cumsum([0] + [rows for rows, _ in self._layouts])  # first global row of each file
         total = int(self._starts[-1])
         stop = total if stop is None else stop
@@ -132,14 +147,34 @@ class MappedRows(torch.utils.data.Dataset):
         values = self._read_sorted(np.arange(start, stop) + self.start)  # already in order: no second copy
         return torch.from_numpy(values).reshape(stop - start, self.features)
 
+    def check_unchanged(self) -> None:
+        """:class:`FileChangedError` naming the first file that now holds fewer bytes than its
+        header promised (by path: the mapped files of this process are checked at every read)."""
+        for path, needed in zip(self.paths, self._needed):
+            try:
+                size = path.stat().st_size
+            except OSError as e:
+                raise FileChangedError(f"{path} can no longer be read ({e.strerror or e}); a streamed file must stay "
+                                       "in place while it is read: restore it and resume from the last checkpoint") from None
+            self._refuse_shrunk(path, size, needed)
+
+    @staticmethod
+    def _refuse_shrunk(path: Path, size: int, needed: int) -> None:
+        if size < needed:
+            raise FileChangedError(f"{path} changed while it was read: it now holds {size} bytes, fewer than the "
+                                   f"{needed} its header promised; a streamed file must not be truncated or rewritten "
+                                   "while it is read: restore it and resume from the last checkpoint")
+
     def _read_sorted(self, rows: np.ndarray) -> np.ndarray:
-        """Global rows (sorted) of the files, converted to the model's dtype."""
+        """Global rows (sorted) of the files, converted to the model's dtype; each file's size
+        is checked (``fstat`` of its map) before its rows are touched."""
         maps = self._open()
         out = np.empty((len(rows), *self.item_shape), dtype=torch.empty((), dtype=self.dtype).numpy().dtype)
         cuts = np.searchsorted(rows, self._starts)
         for f, (array, raw) in enumerate(maps):
             lo, hi = cuts[f], cuts[f + 1]
             if lo < hi:
+                self._refuse_shrunk(self.paths[f], raw.size(), self._needed[f])  # mmap.size(): fstat of the mapped file
                 out[lo:hi] = array[rows[lo:hi] - self._starts[f]]
                 raw.madvise(mmap.MADV_DONTNEED)  # drop the pages from this process; the page cache keeps them
         return out
@@ -166,6 +201,7 @@ def load_stream(path=None) -> Dataset:
     if not path:
         raise ValueError("stream needs the .npy file or folder to read: --data stream:PATH")
     path = Path(path).expanduser()
+    refuse_special(path)
     if not path.exists():
         where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
         raise FileNotFoundError(f"stream: no such .npy file or folder: {path}{where}")
@@ -202,6 +238,7 @@ def _split_paths(folder: Path) -> dict | None:
     folders), None for a plain folder of shards; a partial layout is an error."""
     found = {}
     for split in ("train", "val", "test"):
+        refuse_special(folder / f"{split}.npy")
         if (folder / split).is_dir():
             found[split] = _shards(folder / split)
         elif (folder / f"{split}.npy").is_file():
@@ -214,7 +251,9 @@ def _split_paths(folder: Path) -> dict | None:
 
 
 def _shards(folder: Path) -> list[Path]:
-    shards = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".npy" and p.is_file())
+    shards = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".npy" and not p.is_dir())
+    for p in shards:
+        refuse_special(p)  # a FIFO among the shards is refused, not skipped
     if not shards:
         raise ValueError(f"{folder} holds no .npy files to stream; {NPY_HINT}")
     return shards
@@ -227,6 +266,7 @@ def _held_in_memory(rows: MappedRows, what: str) -> torch.Tensor:
 
 def _npy_layout(path: Path) -> tuple:
     """(shape, dtype, data offset) of a C-ordered ``.npy`` file, its header and size checked."""
+    refuse_special(path)
     with reading(path, ".npy file", NPY_HINT), open(path, "rb") as f:
         shape, fortran, dtype = _read_header(f, str(path))
         offset = f.tell()
@@ -253,4 +293,4 @@ def _map_rows(path: Path, rows: int, offset: int, item_shape: tuple, dtype: np.d
     return array, raw
 
 
-__all__ = ["MappedRows", "load_stream", "tail_split", "check_finite", "MAX_HELD_OUT", "GUESS_ROWS"]
+__all__ = ["MappedRows", "FileChangedError", "load_stream", "tail_split", "check_finite", "MAX_HELD_OUT", "GUESS_ROWS"]

@@ -45,6 +45,7 @@ from ..distributions.declared import marginal_log_prob
 from ..evaluate import latents
 from ..evaluate.bounds import global_latent_sites, heldout_log_weights, joint_log_weights
 from ..guides.sites import enumerated_sites
+from ..infer.arguments import positive_int
 from ..infer.checkpoint import new_file_mode
 from ..infer.importance import PARTICLES, importance_sample
 from ..nn import eval_mode
@@ -119,6 +120,8 @@ def to_inference_data(model, guide, data, num_samples: int = 100, *, history=Non
     ``az.loo``/``az.compare`` of an all-local model refuse (no ``log_likelihood`` group):
     compare such fits with :func:`ppgen.diagnostics.compare`.
     """
+    num_samples = positive_int(num_samples, "num_samples")
+    chunk = positive_int(chunk, "chunk", optional=True)
     args = model_args(data)
     groups = _draw(model, guide, args, num_samples, data_plate, vectorize, chunk)
     n_obs = _obs_size(groups)
@@ -585,6 +588,8 @@ def importance_diagnostics(model, guide, data, num_samples: int = 1000, *, fit_d
     The log-weights are :func:`ppgen.evaluate.heldout_log_weights`, the same that the IWAE
     numbers of :func:`ppgen.evaluate.evaluate` average. ``dims``: the dimension names of the
     InferenceData these go with (:func:`dims_of`)."""
+    num_samples, batch_size = positive_int(num_samples, "num_samples"), positive_int(batch_size, "batch_size")
+    chunk = positive_int(chunk, "chunk")
     args = model_args(data)
     global_sites = global_latent_sites(model, guide, args)
     lw = heldout_log_weights(model, guide, args, num_samples, batch_size, chunk,

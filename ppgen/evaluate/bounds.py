@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..data.base import model_args
 from ..data.labels import PartiallyLabelled
 from ..guides.sites import enumerated_sites
+from ..infer.arguments import positive_int
 from ..infer.importance import importance_sample, in_data_plate, log_importance_weights
 from ..infer.objectives import EnumELBO
 from ..infer.precision import outside_autocast
@@ -256,6 +257,7 @@ def evaluate(model, guide, data, *, fit_data=None, k: int = 1000, elbo_samples: 
     out, and ``test_accuracy`` is the accuracy of the guide's q(y | x) on the labelled rows
     (``label_site`` names the site, ``labelled`` counts the rows;
     :func:`~ppgen.evaluate.labels.classifier_accuracy`)."""
+    k, elbo_samples = positive_int(k, "k"), positive_int(elbo_samples, "elbo_samples")
     labelled = data if isinstance(data, PartiallyLabelled) else None
     if labelled is not None:
         data = labelled.x

@@ -91,6 +91,10 @@ class Streamed:
     epoch and step): every epoch holds every row, so that checks each row once at the cost of
     one epoch's checks, not every epoch's.
 
+    Before each epoch ``rows.check_unchanged()`` (where ``rows`` has it, as
+    :class:`~ppgen.data.stream.MappedRows`) checks that the files still hold what was mapped;
+    an error raised in a worker process is raised again here with its own one-line message.
+
     The DataLoader gets its own generator: it draws a seed for its workers on every epoch,
     which must not advance torch's global generator (the run's random draws would change
     with the data source, and resume would not be exact)."""
@@ -111,10 +115,34 @@ class Streamed:
         # numpy indices: a worker receives them pickled, cheaper than a tensor in shared memory
         self._order.chunks = [rows.numpy() for rows in self.shard.rows(self.n, self.batch_size, epoch)]
         check, self.check = self.check, None
-        for i, x in enumerate(self.loader):
+        unchanged = getattr(self.rows, "check_unchanged", None)
+        if unchanged:
+            unchanged()
+        batches = iter(self.loader)
+        for i in range(len(self._order)):
+            try:
+                x = next(batches)
+            except StopIteration:
+                return
+            except (ValueError, OSError) as e:
+                raise _from_worker(e) from None
             if check:
                 check((x,), f"epoch {epoch + 1}, step {i + 1}")
             yield (x.to(self.device, non_blocking=True),)
+
+
+def _from_worker(error: Exception) -> Exception:
+    """``error`` as raised in a DataLoader worker, which the DataLoader raises again with the
+    worker's whole traceback as its message ("Caught ValueError in DataLoader worker process
+    0. Original Traceback ..."): the same type with the original one-line message."""
+    text = str(error)
+    last = text.rstrip().splitlines()[-1] if text.strip() else ""
+    if not text.startswith("Caught ") or ": " not in last:
+        return error
+    try:
+        return type(error)(last.split(": ", 1)[1])
+    except TypeError:  # an exception type that takes other arguments: keep the DataLoader's
+        return error
 
 
 def default_workers(device: torch.device) -> int:

@@ -13,7 +13,7 @@ semi-supervised pair on each minibatch's labelled and unlabelled rows together
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from contextlib import contextmanager
@@ -31,6 +31,7 @@ from ..guides.sites import SiteStructure, enumerated_sites, site_structure
 from ..models.interfaces import ChecksData
 from ..nn.device import resolve_device
 from . import distributed
+from .arguments import nonnegative_int, positive_int, real
 from .batches import Shard, Streamed
 from .checkpoint import rng_state, set_rng_state
 from .loop import NonFiniteLossError, Step, train
@@ -57,16 +58,35 @@ class FitConfig:
     precision: str = "fp32"
 
     def check(self) -> None:
+        """Every setting checked by the name the caller gave it (``fit(..., epochs=0)`` says
+        ``epochs``); whole numbers written as floats (``epochs=1e3``) become ints."""
         check_precision(self.precision)
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}; choose one of: {', '.join(ELBOS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
         for name in ("epochs", "batch_size", "num_particles"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.beta >= 0 and self.anneal_epochs >= 0):
-            raise ValueError("lr must be > 0, beta >= 0 and anneal_epochs >= 0")
+            setattr(self, name, positive_int(getattr(self, name), name))
+        self.patience = nonnegative_int(self.patience, "patience", optional=True)  # 0: stop at the first worse epoch
+        self.seed = nonnegative_int(self.seed, "seed")
+        self.lr = real(self.lr, "lr", low=0, strict=True)
+        self.clip_norm = real(self.clip_norm, "clip_norm", low=0, strict=True, optional=True)
+        for name in ("beta", "anneal_epochs", "weight_decay"):
+            setattr(self, name, real(getattr(self, name), name, low=0))
+
+    @classmethod
+    def of(cls, config: dict) -> "FitConfig":
+        """The checked config of ``fit``'s keyword arguments; an unknown one is a ``TypeError``
+        naming it and the known ones (as Python says of any unexpected keyword argument)."""
+        known = [f.name for f in fields(cls)]
+        unknown = [name for name in config if name not in known]
+        if unknown:
+            raise TypeError(f"fit() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                            f"known: model, guide, data, val_data, aux, checkpoint, resume, device, progress, "
+                            f"validate and the settings {', '.join(known)}")
+        cfg = cls(**config)
+        cfg.check()
+        return cfg
 
 
 #: Rows at the start of streamed training data that are checked and probed before training.
@@ -159,8 +179,7 @@ def fit(model, guide, data, val_data=None, *, aux: tuple | None = None, checkpoi
     (:mod:`ppgen.infer.distributed`). The pair's parameters must then all be in modules (a
     ``pyro.param`` outside any module is refused with a ``ValueError`` that says how to fix it).
     """
-    cfg = FitConfig(**config)
-    cfg.check()
+    cfg = FitConfig.of(config)
     if hasattr(data, "train") and hasattr(data, "val"):
         data, val_data = data.train, data.val if val_data is None else val_data
     partial = data if isinstance(data, PartiallyLabelled) else None

@@ -37,8 +37,9 @@ def compare_runs(run_dirs, data: str, *, n_samples: int | None = None, device: s
     rows, samples, real = [], {}, None
     for run_dir in map(Path, run_dirs):
         model, guide, run_data, config = load_run(run_dir, device)
-        if config.get("data") != data:
-            raise ValueError(f"run {run_dir} was trained on {config.get('data')!r}, not {data!r}; "
+        trained = config.get("data")
+        if trained is None or data_mod.resolve_spec(trained) != data_mod.resolve_spec(data):  # a relative path, resolved
+            raise ValueError(f"run {run_dir} was trained on {trained!r}, not {data_mod.resolve_spec(data)!r}; "
                              "compare runs on the same data")
         torch.manual_seed(seed)
         x = unit_samples(model, n)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..data.base import model_args
 from ..diagnostics.report import IMPORTANCE_DRAWS, Report, diagnose, write_report
+from ..infer.arguments import positive_int
 from ..infer.checkpoint import load_checkpoint
 from .api import load_run
 from .files import check_output_file, check_writable, read_json
@@ -34,8 +35,9 @@ def report(target, guide=None, data=None, *, out="report.html", fit_data=None, n
     ``iwae_k`` in metrics.json, so that the report's and posterior.nc's log p(x) are the
     numbers metrics.json holds; 1000 for a pair); ``max_obs``: use only the first datapoints
     (faster)."""
-    if max_obs is not None and max_obs < 1:
-        raise ValueError(f"max_obs must be >= 1 (or None for all datapoints), got {max_obs}")
+    max_obs = positive_int(max_obs, "max_obs", optional=True)  # None: all datapoints
+    num_samples = positive_int(num_samples, "num_samples", optional=True)
+    importance_samples = positive_int(importance_samples, "importance_samples", optional=True)
     if guide is None and data is None:
         return _run_report(target, num_samples, importance_samples, max_obs, device, seed)
     if guide is None or data is None:
