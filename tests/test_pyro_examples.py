@@ -417,6 +417,7 @@ def test_a_mask_anywhere_pyro_allows_is_read(where):
     assert abs(metrics["kl_nats"]) < 1e-5  # q = p on every real frame
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ArviZ 0.23's plotting on matplotlib 3.11
 def test_the_arviz_functions_the_readme_calls_meaningful_run_on_the_inference_data(trained_vae):
     import matplotlib.pyplot as plt
 
