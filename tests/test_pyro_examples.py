@@ -430,3 +430,32 @@ def test_the_arviz_functions_the_readme_calls_meaningful_run_on_the_inference_da
     az.plot_pair(idata, var_names=["latent"], coords=one)
     az.plot_ppc(idata, num_pp_samples=5)
     plt.close("all")
+
+
+def test_obs_mask_keeps_observed_and_imputed_entries_apart():
+    """``pyro.sample(..., obs=x, obs_mask=m)``: Pyro splits the site into ``x_observed``
+    (masked by m) and a latent ``x_unobserved`` (masked by ~m) that the guide imputes; each is
+    NaN where its mask leaves it out, and the imputed rows are the only ones with activity."""
+    torch.manual_seed(0)
+    n, p = 20, 5
+    x, m = torch.randn(n, p), torch.rand(n) > 0.3
+
+    def model(x, m):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True).expand(*z.shape[:-1], p), 1.0).to_event(1),
+                        obs=x, obs_mask=m)
+
+    def guide(x, m):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            with poutine.mask(mask=~m):
+                pyro.sample("x_unobserved", dist.Normal(torch.zeros(p), 1.0).to_event(1))
+
+    metrics = ppgen.evaluate(model, guide, (x, m), k=20, elbo_samples=5)
+    assert metrics["kl_nats_z"] == pytest.approx(0.0, abs=1e-6)  # q(z) = p(z)
+    idata = D.to_inference_data(model, guide, (x, m), 5)
+    imputed, observed = idata.posterior["x_unobserved"].values, idata.observed_data["x_observed"].values
+    np.testing.assert_array_equal(np.isnan(imputed[0, 0, :, 0]), m.numpy())
+    np.testing.assert_array_equal(np.isnan(observed[:, 0]), ~m.numpy())
+    assert np.isfinite(D.importance_diagnostics(model, guide, (x, m), 50)["khat"].values).all()
