@@ -36,8 +36,10 @@ from .infer.checkpoint import load_checkpoint
 from .infer.loop import NonFiniteLossError
 from .infer.objectives import ELBOS
 from .infer.precision import PRECISIONS
-from .runs import FAMILIES
-from .runs.files import check_output_file
+from .figures.images import MAX_IMAGES
+from .figures.piano_rolls import MAX_ROLLS
+from .runs import FAMILIES, family
+from .runs.files import check_output_files, read_config
 from .runs.lock import RunFolderInUse, hold
 
 
@@ -163,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained run into a figure")
     s.add_argument("run_dir")
-    s.add_argument("-n", type=POSITIVE, default=64)
-    s.add_argument("--out", required=True, help="output PNG")
+    s.add_argument("-n", type=POSITIVE, default=64,
+                   help=f"samples to draw (at most what one figure shows legibly: {MAX_IMAGES} images, {MAX_ROLLS} sequences)")
+    s.add_argument("--out", required=True, help="output PNG (sequence models: MIDI files beside it)")
+    s.add_argument("--force", action="store_true", help="replace output files that exist")
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=COUNT, default=0)
     s.add_argument("--length", type=POSITIVE, default=None, help="frames per sequence (sequence models; default 64)")
@@ -173,10 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("run_dir")
     k.add_argument("--prefix", type=POSITIVE, default=16, help="frames of the real sequence to condition on")
     k.add_argument("--steps", type=POSITIVE, default=32, help="frames to generate after the prefix")
-    k.add_argument("-n", type=POSITIVE, default=4, help="continuations to draw")
+    k.add_argument("-n", type=POSITIVE, default=4, help=f"continuations to draw (at most {MAX_ROLLS})")
     k.add_argument("--piece", type=COUNT, default=None, help="test sequence index (default: the first long enough)")
     k.add_argument("--iwae-k", type=POSITIVE, default=100, help="importance draws for the true continuation's log-likelihood")
     k.add_argument("--out", required=True, help="output PNG (MIDI files are written beside it)")
+    k.add_argument("--force", action="store_true", help="replace output files that exist")
     k.add_argument("--device", default="auto")
     k.add_argument("--seed", type=COUNT, default=0)
     r = sub.add_parser("report", help="write DIR/report.html (posterior diagnostics) and DIR/posterior.nc")
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("run_dirs", nargs="+", metavar="DIR")
     q.add_argument("--data", required=True, help="the dataset every run was trained on")
     q.add_argument("--out", required=True, help="Markdown table FILE; FILE.json and FILE.png are written beside it")
+    q.add_argument("--force", action="store_true", help="replace output files that exist")
     q.add_argument("-n", type=POSITIVE, default=None, dest="n_samples", help="samples per run (default: test split size)")
     q.add_argument("--device", default="cpu")
     q.add_argument("--seed", type=COUNT, default=0)
@@ -228,12 +234,27 @@ def cmd_eval(args) -> None:
 def cmd_sample(args) -> None:
     from .runs import open_run
 
-    check_output_file(args.out)
+    _drawable(args.run_dir, args.n)
+    check_output_files([args.out], args.force)
     torch.manual_seed(args.seed)
     with _writing_into(args.run_dir, args.out):
         run = open_run(args.run_dir, args.device)
+        check_output_files(run.family.outputs(args.out, args.n, run.dataset), args.force)
         for path in run.family.sample(run.parts, args.n, args.out, run.dataset, run.config, args.length):
             print(f"wrote {path}")
+
+
+def _drawable(run_dir, n: int, sequences_only: bool = False):
+    """The run's family, when one figure of it shows ``n`` draws legibly (and, with
+    ``sequences_only``, it continues sequences); raises ``ValueError`` naming the limit
+    otherwise. Read from config.json alone, before any loading or computing: a figure of
+    100,000 images would be a blank PNG, not an answer."""
+    fam = family(read_config(run_dir)["model"])
+    if sequences_only and fam.continue_run is None:
+        raise ValueError(f"'continue' needs a sequence model; {fam.name!r} is not one")
+    if n > fam.max_samples:
+        raise ValueError(f"-n {n} is more than one figure of {fam.name} shows legibly; the most is {fam.max_samples}")
+    return fam
 
 
 def _writing_into(run_dir, out):
@@ -248,12 +269,12 @@ def _writing_into(run_dir, out):
 def cmd_continue(args) -> None:
     from .runs import open_run
 
-    check_output_file(args.out)
+    _drawable(args.run_dir, args.n, sequences_only=True)
+    check_output_files([args.out], args.force)
     torch.manual_seed(args.seed)
     with _writing_into(args.run_dir, args.out):
         run = open_run(args.run_dir, args.device)
-        if run.family.continue_run is None:
-            raise ValueError(f"'continue' needs a sequence model; {run.config['model']!r} is not one")
+        check_output_files(run.family.outputs(args.out, args.n, run.dataset), args.force)
         result = run.family.continue_run(run.parts, run.dataset, args.prefix, args.steps, args.n, args.out,
                                          piece=args.piece, k=args.iwae_k)
     for key, value in result.items():
@@ -281,9 +302,9 @@ def cmd_compare(args) -> None:
 
 
 def cmd_quality(args) -> None:
-    from .runs.compare import compare_runs, markdown_table, write_comparison
+    from .runs.compare import comparison_paths, compare_runs, markdown_table, write_comparison
 
-    check_output_file(args.out)
+    check_output_files(comparison_paths(args.out).values(), args.force)
     result = compare_runs(args.run_dirs, args.data, n_samples=args.n_samples, device=args.device, seed=args.seed)
     paths = write_comparison(result, args.out)
     print(markdown_table(result))

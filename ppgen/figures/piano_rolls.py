@@ -7,6 +7,11 @@ from matplotlib.figure import Figure
 from ..data.midi import as_roll
 from ..data.polyphonic import KEYS, LOWEST_NOTE
 
+#: the most rolls one figure draws (``ppgen sample -n``, ``ppgen continue -n``): one row of
+#: 1.6 inches each, 64 rows make a figure about 10,000 pixels tall; more is a figure no one
+#: can look at (and, far beyond it, more than matplotlib can render)
+MAX_ROLLS = 64
+
 
 def _draw(ax, roll, title=None, split: int | None = None):
     ax.imshow(as_roll(roll).T, origin="lower", aspect="auto", cmap="gray_r", vmin=0, vmax=1,

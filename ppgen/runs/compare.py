@@ -71,18 +71,23 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+def comparison_paths(out) -> dict:
+    """The files :func:`write_comparison` writes for ``out``: the Markdown table (suffix .md
+    added if missing) and, beside it, ``.json`` and ``.png`` (the CLI checks them all first)."""
+    out = Path(out)
+    md = out if out.suffix == ".md" else out.with_name(out.name + ".md")
+    return {"markdown": md, "json": md.with_suffix(".json"), "figure": md.with_suffix(".png")}
+
+
 def write_comparison(result: dict, out) -> dict:
     """Write ``out`` as Markdown (suffix .md added if missing), and beside it ``.json``
     (the rows and ceilings) and ``.png`` (data and each run's samples side by side)."""
-    out = Path(out)
-    md = out if out.suffix == ".md" else out.with_name(out.name + ".md")
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(markdown_table(result))
-    js = md.with_suffix(".json")
-    js.write_text(json.dumps({k: result[k] for k in ("data", "n_samples", "rows", "real")}, indent=2) + "\n")
-    png = md.with_suffix(".png")
-    samples_figure(result["samples"], result["image_shape"]).savefig(png, dpi=110)
-    return {"markdown": md, "json": js, "figure": png}
+    paths = comparison_paths(out)
+    paths["markdown"].parent.mkdir(parents=True, exist_ok=True)
+    paths["markdown"].write_text(markdown_table(result))
+    paths["json"].write_text(json.dumps({k: result[k] for k in ("data", "n_samples", "rows", "real")}, indent=2) + "\n")
+    samples_figure(result["samples"], result["image_shape"]).savefig(paths["figure"], dpi=110)
+    return paths
 
 
 def samples_figure(panels: dict, image_shape, per_row: int = 4):

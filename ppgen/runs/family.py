@@ -7,6 +7,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pathlib import Path
+
+from ..figures.images import MAX_IMAGES
 from ..guides import GUIDES
 from ..priors import PRIORS, STEP_PRIORS
 
@@ -32,6 +35,10 @@ class Family:
     - ``sample(parts, n, out_path, dataset, config, length) -> [paths written]``.
     - ``continue_run(parts, dataset, prefix, steps, n, out_path, piece, k) -> dict`` for
       sequence models, else None.
+    - ``outputs(out_path, n, dataset) -> [paths]``: every file ``sample`` (or
+      ``continue_run``) with ``n`` draws into ``out_path`` would write, so that the CLI can
+      refuse to replace any of them before it computes; ``max_samples``: the most draws its
+      figure shows legibly (``ppgen sample -n``, ``continue -n``).
     - ``priors``, ``guides``: the names the family accepts (empty: it takes none).
     - ``sampler``: the part that draws samples; ``last``: metric name -> history key whose
       final value metrics.json reports.
@@ -48,6 +55,8 @@ class Family:
     figures: Callable
     sample: Callable
     continue_run: Callable | None = None
+    outputs: Callable = lambda out_path, n, dataset: [Path(out_path)]
+    max_samples: int = MAX_IMAGES
     priors: tuple = ()
     guides: tuple = ()
     sampler: str = "model"

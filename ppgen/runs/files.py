@@ -59,13 +59,29 @@ def check_writable(folder) -> Path:
     return folder
 
 
-def check_output_file(path) -> Path:
-    """An output file's folder is writable, and the path is not a folder."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give a file name")
-    check_writable(path.parent)
-    return path
+def check_output_file(path, *, force: bool) -> Path:
+    """An output file's folder is writable, and the path is not a folder (nor, unless
+    ``force``, an existing file): :func:`check_output_files` for one path."""
+    return check_output_files([path], force)[0]
+
+
+def check_output_files(paths, force: bool = False) -> list[Path]:
+    """The one rule for the files a command writes outside a run folder (``ppgen sample``,
+    ``continue``, ``quality``): no path is a folder, their folders are writable and, unless
+    ``force`` (``--force``), none of them exists yet, so that a user's file is never replaced
+    without being asked; a ``FileExistsError`` names every one that does. Called before any
+    computing, so that nothing is computed in vain."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder; give a file name")
+    for folder in dict.fromkeys(p.parent for p in paths):
+        check_writable(folder)
+    existing = [str(p) for p in paths if p.exists() or p.is_symlink()]
+    if existing and not force:
+        raise FileExistsError(f"{', '.join(existing)} already {'exists' if len(existing) == 1 else 'exist'}; "
+                              "pass --force to replace, or choose another --out")
+    return paths
 
 
 def is_run(folder) -> bool:

@@ -16,12 +16,14 @@ FIT_SETTINGS = asdict(FitConfig())
 def pair_family(name: str, *, defaults: dict, load_data: Callable, build: Callable, metrics: Callable,
                 figures: Callable, sample: Callable, priors, guides, fit_defaults: dict | None = None,
                 training_split: Callable | None = None, continue_run: Callable | None = None,
-                train_iwae_k: int = 1000) -> Family:
+                train_iwae_k: int = 1000, outputs: Callable | None = None,
+                max_samples: int | None = None) -> Family:
     """A :class:`Family` from functions on ``(model, guide)``: ``build(config, dataset) ->
     (model, guide)``, ``metrics(model, guide, dataset, k, progress)``, ``figures(model, guide, dataset,
     run_dir)``, ``sample(model, n, out_path, dataset, length) -> [paths]`` and, optionally,
     ``training_split(config, dataset)`` (the data fit trains on when it is not the train
-    split, e.g. augmented) and ``continue_run(model, guide, dataset, ...)``."""
+    split, e.g. augmented), ``continue_run(model, guide, dataset, ...)``, ``outputs`` and
+    ``max_samples`` (:class:`Family`'s, where they differ from its defaults)."""
 
     def train(parts, dataset, config, **loop) -> dict:
         data = training_split(config, dataset) if training_split else dataset.train
@@ -41,4 +43,5 @@ def pair_family(name: str, *, defaults: dict, load_data: Callable, build: Callab
         sample=lambda parts, n, out_path, dataset, config, length: sample(parts["model"], n, out_path, dataset,
                                                                          length),
         continue_run=go_on if continue_run else None, priors=tuple(priors), guides=tuple(guides),
-        train_iwae_k=train_iwae_k)
+        train_iwae_k=train_iwae_k,
+        **({"outputs": outputs} if outputs else {}), **({"max_samples": max_samples} if max_samples else {}))

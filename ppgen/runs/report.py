@@ -45,7 +45,7 @@ def report(target, guide=None, data=None, *, out="report.html", fit_data=None, n
                         "report(model, guide, data, out='report.html')")
     start = time.perf_counter()
     out = Path(out)
-    check_output_file(out if out.suffix.lower() in (".html", ".htm") else out / "report.html")
+    check_output_file(out if out.suffix.lower() in (".html", ".htm") else out / "report.html", force=True)  # replaced by design
     ctx = diagnose(target, guide, _first(data, max_obs), fit_data=fit_data, num_samples=num_samples,
                    importance_samples=importance_samples or IMPORTANCE_DRAWS, history=history, seed=seed, **decoder_of(target))
     name = getattr(target, "__name__", type(target).__name__)

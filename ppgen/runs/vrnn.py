@@ -11,7 +11,7 @@ from ..evaluate.sequences import continuation_log_likelihood, continue_sequences
 from ..guides import GUIDES
 from ..models.vrnn import VRNN
 from ..priors import STEP_PRIORS
-from ..figures.piano_rolls import plot_continuations, plot_piano_rolls
+from ..figures.piano_rolls import MAX_ROLLS, plot_continuations, plot_piano_rolls
 from ..data.midi import write_midi
 from .pair import pair_family
 
@@ -86,8 +86,8 @@ def sample(model, n: int, out_path, *, dataset=None, length: int | None = None, 
     rolls = model.sample(n, T).cpu()
     fig = plot_piano_rolls(rolls, [f"sample {i + 1}" for i in range(n)])
     fig.savefig(out_path, dpi=100)
-    files = [write_midi(r, out_path.with_name(f"{out_path.stem}_{i + 1}.mid")) for i, r in enumerate(rolls)] \
-        if midi and model.x_dim == 88 else []
+    files = [write_midi(r, path) for r, path in zip(rolls, midi_paths(out_path, n))] \
+        if midi and model.x_dim == KEYS else []
     return {"figure": out_path, "midi": files}
 
 
@@ -117,14 +117,26 @@ def continue_run(model, guide, dataset, prefix_frames: int, steps: int, num: int
     out_path.parent.mkdir(parents=True, exist_ok=True)
     plot_continuations(xp[0].cpu(), conts, truth if len(truth) else None).savefig(out_path, dpi=100)
     files = []
-    if midi and model.x_dim == 88:
-        for i, c in enumerate(conts):
-            files.append(write_midi(torch.cat([xp[0].cpu(), c]), out_path.with_name(f"{out_path.stem}_{i + 1}.mid")))
+    if midi and model.x_dim == KEYS:
+        for c, path in zip(conts, midi_paths(out_path, num)):
+            files.append(write_midi(torch.cat([xp[0].cpu(), c]), path))
     result = {"figure": out_path, "midi": files, "piece": piece, "prefix_frames": prefix_frames, "steps": steps}
     if k:
         result["continuation_log_lik_per_frame_nats"] = continuation_log_likelihood(
             model, guide, x, mask, prefix_frames, steps, k=k)
     return result
+
+
+def midi_paths(out_path, n: int) -> list[Path]:
+    """The MIDI files written beside the figure ``out_path``: ``<stem>_1.mid`` to ``<stem>_<n>.mid``."""
+    out_path = Path(out_path)
+    return [out_path.with_name(f"{out_path.stem}_{i + 1}.mid") for i in range(n)]
+
+
+def outputs(out_path, n: int, dataset) -> list[Path]:
+    """Every file :func:`sample` or :func:`continue_run` with ``n`` draws writes: the figure
+    and, for piano rolls, the MIDI files beside it."""
+    return [Path(out_path), *(midi_paths(out_path, n) if dataset.x_dim == KEYS else [])]
 
 
 def sample_files(model, n: int, out_path, dataset=None, length: int | None = None) -> list[Path]:
@@ -136,4 +148,4 @@ def sample_files(model, n: int, out_path, dataset=None, length: int | None = Non
 VRNN_FAMILY = pair_family("vrnn", defaults={**DEFAULTS, "transpose": 0}, load_data=load_dataset, build=build,
                           metrics=metrics, figures=save_figures, sample=sample_files, priors=STEP_PRIORS,
                           guides=VRNN_GUIDES, training_split=training_split, continue_run=continue_run,
-                          train_iwae_k=TRAIN_IWAE_K)
+                          train_iwae_k=TRAIN_IWAE_K, outputs=outputs, max_samples=MAX_ROLLS)
