@@ -233,6 +233,6 @@ def test_relative_data_paths_are_stored_absolute(tmp_path):
                                capture_output=True, text=True, timeout=300)
     assert elsewhere.returncode == 0, elsewhere.stderr
     (work / "x.npy").unlink()
-    gone = subprocess.run([PPGEN, "sample", str(work / "run"), "--out", "s.png"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    gone = subprocess.run([PPGEN, "sample", str(work / "run"), "--out", "s2.png"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # a new file: an existing one is refused first (no --force)
     one_line(gone.returncode, gone.stderr, str(work / "x.npy"))
