@@ -51,6 +51,13 @@ def model_args(data) -> tuple:
     return (data_values(args[0], keep_float=True), *args[1:]) if args else args
 
 
+def first_rows(data, n: int | None) -> tuple:
+    """The model's arguments (:func:`model_args`) of the first ``n`` datapoints; all of them
+    with ``n`` None."""
+    args = model_args(data)
+    return args if n is None else tuple(t[:n] for t in args)
+
+
 def data_values(x, what: str = "data", *, keep_float: bool = False):
     """``x`` (a tensor or numpy array of real numbers, see :func:`real_tensor`) in the model's
     dtype, ``torch.get_default_dtype()``: the one conversion rule of data. With

@@ -22,7 +22,7 @@ import numpy as np
 import pyro
 import torch
 
-from ..data.base import model_args
+from ..data.base import first_rows, model_args
 from ..data.midi import KEYS
 from ..evaluate import latents
 from ..evaluate.latents import has_sparse_prior
@@ -70,7 +70,7 @@ def diagnose(model, guide, data, *, fit_data=None, num_samples: int | None = Non
     # what can fail on the structure of the pair (shapes, plates, names) fails here, on two
     # datapoints and two draws, before the draws that take the time
     with latents.keep_rng(model_args(data)):
-        D.to_inference_data(model, guide, _first_rows(data, 2), 2)
+        D.to_inference_data(model, guide, first_rows(data, 2), 2)
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
     idata = D.to_inference_data(model, guide, data, num_samples or _posterior_draws(data), history=history,
@@ -462,11 +462,6 @@ def _posterior_draws(test) -> int:
     # cap the stored arrays at ~2 * 10^7 entries (long sequences): 100 draws of 447 digits is ~3 * 10^6
     x = test[0] if isinstance(test, (tuple, list)) else test
     return int(np.clip(2e7 // max(1, x.numel()), 10, POSTERIOR_DRAWS))
-
-
-def _first_rows(data, n: int):
-    args = model_args(data)
-    return tuple(t[:n] for t in args)
 
 
 def _device(model):

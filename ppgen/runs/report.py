@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ..data.base import model_args
+from ..data.base import first_rows
 from ..diagnostics.report import IMPORTANCE_DRAWS, Report, diagnose, write_report
 from ..infer.arguments import positive_int
 from ..infer.checkpoint import load_checkpoint
@@ -46,7 +46,7 @@ def report(target, guide=None, data=None, *, out="report.html", fit_data=None, n
     start = time.perf_counter()
     out = Path(out)
     check_output_file(out if out.suffix.lower() in (".html", ".htm") else out / "report.html", force=True)  # replaced by design
-    ctx = diagnose(target, guide, _first(data, max_obs), fit_data=fit_data, num_samples=num_samples,
+    ctx = diagnose(target, guide, first_rows(data, max_obs), fit_data=fit_data, num_samples=num_samples,
                    importance_samples=importance_samples or IMPORTANCE_DRAWS, history=history, seed=seed, **decoder_of(target))
     name = getattr(target, "__name__", type(target).__name__)
     return write_report(ctx, out, title or f"ppgen report: {name}", subtitle=str(out), started=start)
@@ -67,7 +67,7 @@ def _locked_run_report(run_dir, num_samples, importance_samples, max_obs, device
     model, guide, dataset, config = load_run(run_dir, device)
     history = load_checkpoint(run_dir / "checkpoint.pt").get("history")
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    test = _first(dataset.test, max_obs)
+    test = first_rows(dataset.test, max_obs)
     importance_samples = importance_samples or int(metrics.get("iwae_k", IMPORTANCE_DRAWS))
     ctx = diagnose(model, guide, test, num_samples=num_samples, importance_samples=importance_samples,
                    history=history, seed=seed, attrs={"run_dir": str(run_dir), "config": json.dumps(config)},
@@ -76,8 +76,3 @@ def _locked_run_report(run_dir, num_samples, importance_samples, max_obs, device
     title = f"ppgen report: {config.get('model', type(model).__name__)} on {config.get('data', dataset.name)}"
     return write_report(ctx, run_dir, title, subtitle=str(run_dir), started=start)
 
-
-def _first(data, n: int | None):
-    """The model's arguments of the first ``n`` datapoints (all with None)."""
-    args = model_args(data)
-    return args if n is None else tuple(t[:n] for t in args)
